@@ -1,0 +1,43 @@
+# ragcomp-lab: `make book` sets up and builds the executed book, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export PLOTLY_RENDERER := notebook
+# torch.ao.quantization is deprecated in torch 2.13: keep its warnings out of pages and logs.
+export PYTHONWARNINGS := ignore::DeprecationWarning
+NOTEBOOKS := $(shell ls book/*.ipynb labs/*.ipynb 2>/dev/null)
+
+.PHONY: setup book lab test bench clean
+
+setup: $(STAMP)
+
+# Re-install only when the package's metadata changes: a second `make setup` installs nothing.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+book: setup
+	$(VENV)/bin/jupyter-book build book -W -n --keep-going
+	@echo "The book: $(CURDIR)/book/_build/html/index.html"
+
+lab: setup
+	$(VENV)/bin/jupyter lab labs
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env $(NOTEBOOKS)
+
+bench: setup
+	$(PY) -m ragcomp_lab.bench
+
+clean:
+	rm -rf book/_build build

@@ -1,0 +1,88 @@
+"""Validated configurations: a bad value fails here, by name, before any work starts."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from numbers import Real
+
+from . import _validate
+
+FLOAT_MODES = ("fp16", "bf16")
+INT8_MODES = ("dynamic", "static")  # activations are quantized too: 8-bit only
+MODES = FLOAT_MODES + INT8_MODES + ("weight_only", "gptq", "qat")
+
+
+def _positive_real(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, Real) or not v > 0:
+        raise ValueError(f"{name}={v!r} is not allowed: {name} must be a number > 0")
+    return float(v)
+
+
+def _non_negative_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{name}={v!r} is not allowed: {name} must be an integer >= 0")
+    return v
+
+
+@dataclass
+class DistillConfig:
+    """L_total = alpha * L_student + (1 - alpha) * L_KD, optimised for `steps` steps."""
+
+    T: float = 2.0  # temperature of both softmaxes in L_KD; > 1 exposes the teacher's "dark knowledge"
+    alpha: float = 0.5  # weight of the hard loss L_student; 1 - alpha weighs L_KD (alpha=1: no teacher)
+    steps: int = 200  # optimiser steps
+    batch_size: int = 4  # examples per micro-batch
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    seed: int = 0  # same seed, same config -> same losses
+    grad_accum: int = 1  # micro-batches per optimiser step (effective batch = batch_size * grad_accum)
+    warmup_steps: int = 0  # linear warm-up before the cosine decay
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        self.T = _validate.temperature(self.T)
+        self.alpha = _validate.alpha(self.alpha)
+        for name in ("steps", "batch_size", "grad_accum"):
+            _validate.positive_int(name, getattr(self, name))
+        self.lr = _positive_real("lr", self.lr)
+        _non_negative_int("seed", self.seed)
+        _non_negative_int("warmup_steps", self.warmup_steps)
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, Real) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} is not allowed: use a number >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QuantConfig:
+    """How to quantize a model; `bits` defaults to 8 (16 for the float modes)."""
+
+    bits: int | None = None  # 2..8 for integer modes; 16 for fp16 / bf16
+    mode: str = "weight_only"  # one of MODES
+    symmetric: bool = True  # symmetric: Z = 0, signed codes; affine: Z shifts the range, unsigned codes
+    granularity: str = "per_channel"  # per_tensor | per_channel | per_group
+    group_size: int | None = None  # values sharing one scale with per_group (typically 32..128)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} is not supported: use one of {', '.join(MODES)}")
+        if self.mode in FLOAT_MODES:
+            if self.bits not in (None, 16):
+                raise ValueError(f"bits={self.bits!r} does not fit mode={self.mode!r}: a 16-bit float mode")
+            self.bits = 16
+        else:
+            self.bits = _validate.bits(8 if self.bits is None else self.bits)
+            if self.mode in INT8_MODES and self.bits != 8:
+                raise ValueError(f"bits={self.bits} is not supported by mode={self.mode!r}, which quantizes "
+                                 f"activations to INT8: use bits=8, or mode='weight_only' for lower bits")
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"symmetric={self.symmetric!r} is not allowed: use True or False")
+        _validate.granularity(self.granularity)
+        if self.granularity == "per_group":
+            if self.group_size is None:
+                raise ValueError("granularity='per_group' needs a group_size, e.g. 32, 64 or 128")
+            _validate.positive_int("group_size", self.group_size)
+        elif self.group_size is not None:
+            raise ValueError(f"group_size={self.group_size!r} is only allowed with granularity='per_group'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

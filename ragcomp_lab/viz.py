@@ -1,0 +1,151 @@
+"""Pure figure builders: each returns a plotly Figure and never shows it.
+
+The `*_slider` builders are the static twins of the live widgets: a Plotly slider over
+precomputed values, so the built book stays interactive without a kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from .losses import distillation_loss, kd_kl
+from .softmax import entropy, softmax_t
+
+
+def _labels(logits, labels):
+    return list(labels) if labels is not None else [str(i) for i in range(len(logits))]
+
+
+def _t_title(logits, T):
+    h = entropy(softmax_t(logits, T)).item()
+    return f"softmax(z / T) at T = {T:g}: entropy {h:.3f} nats (max {math.log(len(logits)):.3f})"
+
+
+def temperature_bars(logits: torch.Tensor, T: float, labels=None) -> go.Figure:
+    """The distribution softmax(z/T) over the classes (or tokens) of one logit vector."""
+    fig = go.Figure(go.Bar(x=_labels(logits, labels), y=softmax_t(logits, T).tolist(), marker_color="#3182bd"))
+    fig.update_layout(title=_t_title(logits, T), yaxis=dict(title="probability", range=[0, 1]),
+                      xaxis_title="class", height=380, margin=dict(t=60, b=40))
+    return fig
+
+
+def temperature_slider(logits: torch.Tensor, Ts, labels=None) -> go.Figure:
+    """temperature_bars with a Plotly slider over the temperatures Ts (works on a static page)."""
+    Ts = [float(T) for T in Ts]
+    fig = temperature_bars(logits, Ts[0], labels)
+    steps = [dict(method="update", label=f"{T:g}",
+                  args=[{"y": [softmax_t(logits, T).tolist()]}, {"title.text": _t_title(logits, T)}]) for T in Ts]
+    fig.update_layout(sliders=[dict(steps=steps, currentvalue=dict(prefix="T = "), pad=dict(t=40))], height=460)
+    return fig
+
+
+def entropy_curve(logits: torch.Tensor, Ts) -> go.Figure:
+    """Entropy of softmax(z/T) against T, rising from that of the argmax to log V."""
+    Ts = [float(T) for T in Ts]
+    h = [entropy(softmax_t(logits, T)).item() for T in Ts]
+    fig = go.Figure(go.Scatter(x=Ts, y=h, mode="lines+markers", name="entropy"))
+    fig.add_hline(y=math.log(len(logits)), line_dash="dot", annotation_text="log V (uniform)")
+    fig.update_layout(title="Entropy rises with the temperature", xaxis=dict(title="T", type="log"),
+                      yaxis_title="entropy (nats)", height=360, margin=dict(t=60, b=40))
+    return fig
+
+
+def _loss_terms(student, teacher, label, T, alpha):
+    """Loss parts and the gradient of each part on the student's logits (one example)."""
+    z = student.detach().clone().requires_grad_(True)
+    parts = distillation_loss(z[None], teacher[None], torch.tensor([label]), T, alpha)
+    grads = [torch.autograd.grad(p, z, retain_graph=True)[0].tolist() for p in parts]
+    return parts, dict(zip(("total", "hard", "soft"), grads))
+
+
+def loss_panel(student, teacher, label: int, T: float, alpha: float, labels=None) -> go.Figure:
+    """Left: the loss parts against alpha at this T. Right: each part's gradient on the student's logits."""
+    fig = make_subplots(1, 2, subplot_titles=("loss parts against alpha", "gradient on the student's logits"))
+    for name, trace in _loss_traces(student, teacher, label, T, alpha, labels):
+        fig.add_trace(trace, row=1, col=1 if name.startswith("line") else 2)
+    fig.update_xaxes(title_text="alpha", row=1, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_layout(title=_loss_title(student, teacher, label, T, alpha), barmode="group", height=420,
+                      margin=dict(t=80, b=40))
+    return fig
+
+
+def _loss_title(student, teacher, label, T, alpha):
+    parts, _ = _loss_terms(student, teacher, label, T, alpha)
+    return (f"T = {T:g}, alpha = {alpha:g}: total {parts.total.item():.3f} = {alpha:g} x hard "
+            f"{parts.hard.item():.3f} + {1 - alpha:g} x soft {parts.soft.item():.3f}")
+
+
+def _loss_traces(student, teacher, label, T, alpha, labels):
+    alphas = [i / 20 for i in range(21)]
+    parts, grads = _loss_terms(student, teacher, label, T, alpha)
+    hard, soft = parts.hard.item(), parts.soft.item()
+    x = _labels(student, labels)
+    yield "line_hard", go.Scatter(x=alphas, y=[hard] * 21, name="hard (CE, T=1)", line_color="#e6550d")
+    yield "line_soft", go.Scatter(x=alphas, y=[soft] * 21, name="soft (KL x T²)", line_color="#3182bd")
+    yield "line_total", go.Scatter(x=alphas, y=[a * hard + (1 - a) * soft for a in alphas], name="total",
+                                   line=dict(color="black", width=3))
+    yield "bar_hard", go.Bar(x=x, y=[alpha * g for g in grads["hard"]], name="alpha x ∂hard", marker_color="#e6550d")
+    yield "bar_soft", go.Bar(x=x, y=[(1 - alpha) * g for g in grads["soft"]], name="(1-alpha) x ∂soft",
+                             marker_color="#3182bd")
+    yield "bar_total", go.Bar(x=x, y=grads["total"], name="∂total", marker_color="black")
+
+
+def loss_slider(student, teacher, label: int, Ts, alpha: float = 0.5, labels=None) -> go.Figure:
+    """loss_panel with a Plotly slider over T (alpha fixed; the left panel already spans every alpha)."""
+    Ts = [float(T) for T in Ts]
+    fig = loss_panel(student, teacher, label, Ts[0], alpha, labels)
+    steps = []
+    for T in Ts:
+        ys = [tr.y for _, tr in _loss_traces(student, teacher, label, T, alpha, labels)]
+        steps.append(dict(method="update", label=f"{T:g}",
+                          args=[{"y": ys}, {"title.text": _loss_title(student, teacher, label, T, alpha)}]))
+    fig.update_layout(sliders=[dict(steps=steps, currentvalue=dict(prefix="T = "), pad=dict(t=50))], height=520)
+    return fig
+
+
+def t_squared_gradients(student, teacher, Ts) -> go.Figure:
+    """Norm of the soft loss's gradient on the student's logits, with and without the T² factor."""
+    Ts = [float(T) for T in Ts]
+    scaled, unscaled = [], []
+    for T in Ts:
+        z = student.detach().clone().requires_grad_(True)
+        g = torch.autograd.grad(kd_kl(z, teacher, T), z)[0].norm().item()
+        scaled.append(g)
+        unscaled.append(g / T**2)
+    fig = go.Figure([go.Scatter(x=Ts, y=scaled, name="KL x T² (what the code uses)", mode="lines+markers"),
+                     go.Scatter(x=Ts, y=unscaled, name="KL alone", mode="lines+markers")])
+    fig.update_layout(title="Why the soft loss is scaled by T²: gradient size against T",
+                      xaxis=dict(title="T", type="log"), yaxis=dict(title="‖∂L/∂z_s‖", type="log"),
+                      height=380, margin=dict(t=60, b=40))
+    return fig
+
+
+def accuracy_bars(results: dict) -> go.Figure:
+    """results: name -> list of accuracies (one per seed); bars show the mean, whiskers min..max."""
+    names = list(results)
+    means = [sum(v) / len(v) for v in results.values()]
+    fig = go.Figure(go.Bar(x=names, y=[100 * m for m in means], text=[f"{100 * m:.1f}%" for m in means],
+                           error_y=dict(type="data", symmetric=False,
+                                        array=[100 * (max(v) - m) for v, m in zip(results.values(), means)],
+                                        arrayminus=[100 * (m - min(v)) for v, m in zip(results.values(), means)])))
+    fig.update_layout(title="Test accuracy (mean over seeds, whiskers min..max)", yaxis=dict(title="%", range=[0, 100]),
+                      height=380, margin=dict(t=60, b=40))
+    return fig
+
+
+def sweep_heatmap(table: list[dict], value: str = "accuracy") -> go.Figure:
+    """table rows {T, alpha, value}: a heatmap of value over the T x alpha grid."""
+    Ts = sorted({r["T"] for r in table})
+    alphas = sorted({r["alpha"] for r in table})
+    cell = {(r["T"], r["alpha"]): r[value] for r in table}
+    z = [[100 * cell[(T, a)] for T in Ts] for a in alphas]
+    fig = go.Figure(go.Heatmap(x=[f"{T:g}" for T in Ts], y=[f"{a:g}" for a in alphas], z=z, colorscale="Viridis",
+                               text=[[f"{v:.1f}" for v in row] for row in z], texttemplate="%{text}",
+                               colorbar=dict(title="%")))
+    fig.update_layout(title=f"Student test {value} (%) over T and alpha", xaxis_title="T",
+                      yaxis_title="alpha (weight of the hard loss)", height=400, margin=dict(t=60, b=40))
+    return fig
