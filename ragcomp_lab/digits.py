@@ -82,3 +82,20 @@ def train_student(task: DigitsTask, teacher: nn.Module, cfg: DistillConfig, hidd
         opt.step()
         history.append({k: v.item() for k, v in parts._asdict().items()})
     return student.eval(), history
+
+
+def student_accuracies(task: DigitsTask, teacher: nn.Module, T: float, alpha: float, seeds=range(5),
+                       steps: int = 300, lr: float = 1e-2) -> list[float]:
+    """Held-out accuracy of one student per seed, all trained at the same T and alpha."""
+    return [accuracy(train_student(task, teacher, DistillConfig(T=T, alpha=alpha, steps=steps, lr=lr, seed=s))[0],
+                     task.x_test, task.y_test) for s in seeds]
+
+
+def sweep(task: DigitsTask, teacher: nn.Module, Ts, alphas, seeds=range(3), **kw) -> list[dict]:
+    """Mean held-out accuracy over seeds for every (T, alpha): rows {T, alpha, accuracy}."""
+    rows = []
+    for T in Ts:
+        for a in alphas:
+            accs = student_accuracies(task, teacher, T, a, seeds, **kw)
+            rows.append({"T": float(T), "alpha": float(a), "accuracy": sum(accs) / len(accs)})
+    return rows

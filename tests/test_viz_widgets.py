@@ -1,0 +1,101 @@
+import math
+
+import plotly.graph_objects as go
+import torch
+
+import ragcomp_lab as rl
+from ragcomp_lab import check, diagram, viz, widgets
+
+Z = torch.tensor([3.0, 1.5, 0.5, 0.0, -1.0])
+TEACHER = torch.tensor([2.5, 2.0, 0.0, -0.5, -1.0])
+
+
+def test_temperature_slider_steps_hold_softmax_at_each_T():
+    Ts = [0.5, 1, 2, 8]
+    fig = viz.temperature_slider(Z, Ts)
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["0.5", "1", "2", "8"]
+    for step, T in zip(steps, Ts):
+        torch.testing.assert_close(torch.tensor(step.args[0]["y"][0]), rl.softmax_t(Z, T))
+        assert f"T = {T:g}" in step.args[1]["title.text"]
+
+
+def test_entropy_curve_rises_to_log_V():
+    fig = viz.entropy_curve(Z, [0.1, 1, 10, 100])
+    h = fig.data[0].y
+    assert list(h) == sorted(h) and h[-1] < math.log(5) and h[-1] > 0.99 * math.log(5)
+
+
+def test_loss_slider_frames_follow_the_formula():
+    fig = viz.loss_slider(Z, TEACHER, 0, [1, 4], alpha=0.25)
+    for step, T in zip(fig.layout.sliders[0].steps, [1, 4]):
+        hard, soft, total = step.args[0]["y"][:3]
+        parts = rl.distillation_loss(Z[None], TEACHER[None], torch.tensor([0]), T, 0.25)
+        assert abs(hard[0] - parts.hard.item()) < 1e-6 and abs(soft[0] - parts.soft.item()) < 1e-6
+        assert abs(total[5] - (0.25 * parts.hard + 0.75 * parts.soft).item()) < 1e-6  # alphas[5] = 0.25
+        # the total gradient bar is the sum of the weighted part bars
+        g_hard, g_soft, g_total = step.args[0]["y"][3:]
+        assert all(abs(a + b - c) < 1e-6 for a, b, c in zip(g_hard, g_soft, g_total))
+
+
+def test_t_squared_keeps_the_soft_gradient_from_vanishing():
+    fig = viz.t_squared_gradients(Z, TEACHER, [1, 4, 16])
+    scaled, unscaled = fig.data[0].y, fig.data[1].y
+    assert unscaled[-1] < unscaled[0] / 10  # without T^2 the gradient collapses
+    assert scaled[-1] > unscaled[-1] * 100
+
+
+def test_heatmap_and_bars():
+    table = [{"T": T, "alpha": a, "accuracy": 0.5 + T / 100 + a / 10} for T in (1, 4) for a in (0.1, 0.5)]
+    fig = viz.sweep_heatmap(table)
+    assert fig.data[0].z[0][1] == 100 * table[2]["accuracy"]  # alpha 0.1 row, T=4 column
+    bars = viz.accuracy_bars({"a": [0.8, 0.9], "b": [0.95]})
+    assert [round(y, 6) for y in bars.data[0].y] == [85.0, 95.0]
+
+
+def test_kd_diagram_draws_every_part():
+    fig = diagram.kd_diagram()
+    text = " ".join(a.text for a in fig.layout.annotations)
+    for part in ("teacher", "student", "soft targets", "L<sub>KD</sub>", "L<sub>student</sub>", "α", "gradient"):
+        assert part in text
+    assert isinstance(fig, go.Figure) and len(fig.layout.shapes) == 11
+
+
+def test_temperature_panel_redraws_when_the_slider_moves():
+    panel = widgets.temperature_panel(Z, T=1.0)
+    panel.T.value = 5.0
+    torch.testing.assert_close(torch.tensor(panel.figure.data[0].y), rl.softmax_t(Z, panel.T.value))
+    assert f"T = {panel.T.value:g}" in panel.figure.layout.title.text
+    assert repr(panel) == "Panel(T slider over softmax(z/T))"
+
+
+def test_loss_panel_redraws_for_T_and_alpha():
+    panel = widgets.loss_panel(Z, TEACHER, 0, T=2.0, alpha=0.5)
+    before = panel.figure.data[5].y
+    panel.alpha.value = 0.9
+    assert "alpha = 0.9" in panel.figure.layout.title.text and panel.figure.data[5].y != before
+    panel.T.value = 4.0
+    assert panel.figure.layout.title.text.startswith("T = 4")
+
+
+def test_digits_panel_retrains_on_click():
+    from ragcomp_lab import digits
+    task = digits.load_task(60)
+    teacher = digits.train_teacher(task, steps=100)
+    panel = widgets.digits_panel(task, teacher, rl.DistillConfig(T=4.0, alpha=0.1, steps=50, lr=1e-2))
+    first = panel.result.value
+    panel.alpha.value = 1.0
+    panel.button.click()
+    assert panel.result.value != first and "alpha = 1.00" in panel.result.value
+    assert "change +0.0 points" in panel.result.value  # alpha = 1 is the baseline itself
+
+
+def test_checks_accept_right_and_explain_wrong_answers():
+    right = check.softmax_t(lambda z, T: torch.softmax(z / T, -1))
+    assert right and repr(right).startswith("✔")
+    wrong = check.softmax_t(lambda z, T: torch.softmax(z, -1))
+    assert not wrong and "Hint: divide the logits by T" in repr(wrong)
+    todo = check.kd_kl(lambda s, t, T: None)
+    assert not todo and "returned NoneType" in todo.message
+    boom = check.fake_quant(lambda x, b: 1 / 0)
+    assert not boom and "ZeroDivisionError" in boom.message
