@@ -39,7 +39,7 @@ test: setup
 	  --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env tests $(NOTEBOOKS)
 
 bench: setup
-	$(PY) -m ragcomp_lab.bench
+	$(PY) -m ragcomp_lab.benchmarks
 
 # Re-execute the notebooks in place after editing them: their outputs are what nbval checks.
 notebooks: setup

@@ -45,7 +45,7 @@ def temperature_slider(logits: torch.Tensor, Ts, labels=None) -> go.Figure:
 def digit_image(pixels: torch.Tensor, title: str = "") -> go.Figure:
     """One 8x8 digit (64 values in [0, 1]) as a greyscale image."""
     fig = go.Figure(go.Heatmap(z=pixels.reshape(8, 8).flip(0).tolist(), colorscale="Greys", showscale=False))
-    fig.update_layout(title=title, width=300, height=320, margin=dict(t=50, b=10, l=10, r=10),
+    fig.update_layout(title=title, width=320, height=360, margin=dict(t=70, b=10, l=10, r=10),
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
     return fig
 

@@ -1,0 +1,64 @@
+"""`make bench`: every benchmark ratio, measured side by side in one run, printed and written to
+build/bench.json as [{"name", "value", "floor", "met"}] (the file is not committed)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import quant
+from .bench import compare
+from .losses import kd_kl
+
+
+def _ratio(name: str, ours, reference, floor: float) -> dict:
+    """value = reference time / our time: 1 means no overhead; `floor` is the lowest we accept."""
+    value = reference.median / ours.median
+    return {"name": name, "value": round(value, 3), "floor": floor, "met": value >= floor,
+            "ours_ms": round(1e3 * ours.median, 3), "reference_ms": round(1e3 * reference.median, 3)}
+
+
+def core_math() -> list[dict]:
+    """Our losses and quantizers against PyTorch's own ops on LLM-sized tensors."""
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(256, 49152, generator=g), torch.randn(256, 49152, generator=g)  # 256 tokens, SmolLM2's vocab
+    w = torch.randn(1536, 576, generator=g)  # a SmolLM2 MLP weight
+    scale, zp = quant.qparams(w, 8, False, "per_channel")
+    rows = []
+    kd = compare({"ours": lambda: kd_kl(s, t, 2.0),
+                  "ref": lambda: F.kl_div(F.log_softmax(s / 2, -1), F.softmax(t / 2, -1), reduction="batchmean") * 4})
+    rows.append(_ratio("kd_kl speed vs F.kl_div reference (256 x 49152)", kd["ours"], kd["ref"], floor=0.7))
+    fq = compare({"ours": lambda: quant.fake_quant(w, 8, False, "per_channel", scale=scale, zero_point=zp),
+                  "ref": lambda: torch.fake_quantize_per_channel_affine(w, scale, zp, 0, 0, 255)})
+    rows.append(_ratio("fake_quant per-channel speed vs torch.fake_quantize_per_channel_affine", fq["ours"], fq["ref"],
+                       floor=0.2))
+    grp = compare({"group": lambda: quant.fake_quant(w, 4, True, "per_group", 32),
+                   "channel": lambda: quant.fake_quant(w, 4, True, "per_channel")})
+    rows.append(_ratio("fake_quant per-group(32) speed vs per-channel, 4-bit", grp["group"], grp["channel"], floor=0.5))
+    return rows
+
+
+def main(out: str = "build/bench.json") -> int:
+    rows = core_math()
+    width = max(len(r["name"]) for r in rows)
+    print(f"ragcomp-lab benchmarks: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['value']:>6.2f}x  (floor {r['floor']:.2f}: {'met' if r['met'] else 'NOT MET'})"
+              f"  ours {r['ours_ms']} ms, reference {r['reference_ms']} ms")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{k: r[k] for k in ("name", "value", "floor", "met")} for r in rows], indent=2))
+    os.replace(tmp, path)  # never a half-written file
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

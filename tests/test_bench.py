@@ -1,0 +1,49 @@
+import json
+import statistics
+
+import pytest
+import torch
+
+from ragcomp_lab import bench, benchmarks
+
+
+def test_latency_is_the_median_of_the_timed_runs_and_records_threads():
+    calls = []
+    lat = bench.latency(lambda: calls.append(1), warmup=3, repeat=5)
+    assert len(calls) == 8 and len(lat.times) == 5
+    assert lat.median == statistics.median(lat.times) and lat.threads == torch.get_num_threads()
+    assert "median of 5" in str(lat)
+
+
+def test_compare_interleaves_the_contenders():
+    order = []
+    bench.compare({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=0, repeat=3)
+    assert order == ["a", "b"] * 3
+
+
+def test_size_bytes_counts_tied_weights_once_and_matches_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    m = torch.nn.Sequential(torch.nn.Embedding(100, 16), torch.nn.Linear(16, 100, bias=False))
+    untied = bench.size_bytes(m)
+    m[1].weight = m[0].weight  # tie, as language models tie the embedding and the head
+    assert bench.size_bytes(m) < untied - 100 * 16 * 4 + 200
+    save_file({"w": m[0].weight.detach()}, tmp_path / "w.safetensors")
+    assert bench.size_bytes({"w": m[0].weight.detach()}) == (tmp_path / "w.safetensors").stat().st_size
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(warmup=-1), "warmup=-1"), (dict(repeat=0), "repeat=0")])
+def test_bad_counts_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bench.latency(lambda: None, **kwargs)
+    with pytest.raises(ValueError, match="nn.Module or a dict of tensors"):
+        bench.size_bytes([1, 2])
+
+
+def test_bench_json_has_one_row_per_floor(tmp_path, monkeypatch, capsys):
+    fake = [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True, "ours_ms": 1.0, "reference_ms": 1.2}]
+    monkeypatch.setattr(benchmarks, "core_math", lambda: fake)
+    assert benchmarks.main(str(tmp_path / "b" / "bench.json")) == 0
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert rows == [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True}]
+    assert "x vs y" in capsys.readouterr().out
