@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE := 1
 export PYTHONWARNINGS := ignore::DeprecationWarning
 NOTEBOOKS := $(shell ls book/*.ipynb labs/*.ipynb 2>/dev/null)
 
-.PHONY: setup book lab test bench notebooks clean
+.PHONY: setup book lab test bench notebooks teacher-adapter teacher-answers clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ bench: setup
 # Re-execute the notebooks in place after editing them: their outputs are what nbval checks.
 notebooks: setup
 	$(PY) tools/execute_notebooks.py $(NOTEBOOKS)
+
+# The shipped teacher data, rebuilt from scratch (each command writes atomically; minutes on 2 cores):
+teacher-adapter: setup   # the LoRA adapter that teaches SmolLM2 the test bed's answer format (~15 min)
+	$(PY) -m ragcomp_lab.teacher_adapter
+teacher-answers: setup   # the teacher's answers to every test-bed question (~15 min)
+	$(PY) -m ragcomp_lab.data.teacher
 
 clean:
 	rm -rf book/_build build

@@ -1,5 +1,5 @@
 """ragcomp-lab: distill and quantize the generator of a RAG system, and measure what it costs."""
-from . import diagram, digits, quant
+from . import data, diagram, digits, models, qa_metrics, quant
 from .config import DistillConfig, QuantConfig
 from .losses import LossParts, distillation_loss, feature_loss, feature_projection, kd_kl, relation_loss
 from .softmax import entropy, log_softmax_t, softmax_t
@@ -9,5 +9,5 @@ __all__ = [
     "DistillConfig", "QuantConfig", "LossParts",
     "softmax_t", "log_softmax_t", "entropy",
     "kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
-    "quant", "diagram", "digits",
+    "quant", "diagram", "digits", "data", "models", "qa_metrics",
 ]

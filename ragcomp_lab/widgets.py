@@ -29,13 +29,13 @@ def _slider_alpha(value):
     return W.FloatSlider(value=value, min=0, max=1, step=0.05, description="alpha", continuous_update=True)
 
 
-def temperature_panel(logits, labels=None, T: float = 1.0) -> Panel:
-    """A T slider over softmax(z/T)'s bars, with the entropy in the title."""
-    figure = go.FigureWidget(viz.temperature_bars(logits, T, labels))
+def temperature_panel(logits, labels=None, T: float = 1.0, top: int | None = None) -> Panel:
+    """A T slider over softmax(z/T)'s bars (all classes, or the `top` most likely), entropy in the title."""
+    figure = go.FigureWidget(viz.temperature_bars(logits, T, labels, top))
     slider = _slider_T(T)
 
     def redraw(change=None):
-        fresh = viz.temperature_bars(logits, slider.value, labels)
+        fresh = viz.temperature_bars(logits, slider.value, labels, top)
         with figure.batch_update():
             figure.data[0].y = fresh.data[0].y
             figure.layout.title.text = fresh.layout.title.text

@@ -93,3 +93,34 @@ def test_conversion_is_atomic_and_cached(tmp_path, monkeypatch):
     assert "model.safetensors" in files and "tokenizer.json" in files
     assert [p.name for p in tmp_path.iterdir()] == [models.TEACHER_DIR]  # no temporary folder left behind
     assert models.param_counts(model)["total"] == 134_515_008
+
+
+def test_default_teacher_merges_the_shipped_adapter(teacher_and_tok, monkeypatch, tmp_path):
+    import json
+
+    from ragcomp_lab import teacher_adapter
+
+    teacher, _ = teacher_and_tok
+    base, _ = models.load_teacher(adapter=False)
+    assert type(base) is type(teacher) and models.param_counts(base) == models.param_counts(teacher)
+    assert not torch.equal(base.model.layers[0].self_attn.q_proj.weight, teacher.model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(base.model.embed_tokens.weight, teacher.model.embed_tokens.weight)  # LoRA leaves it
+    meta = json.loads((teacher_adapter.ADAPTER_DIR / "training.json").read_text())
+    assert meta["command"] == "python -m ragcomp_lab.teacher_adapter" and meta["train_rows"] == 600
+    assert (teacher_adapter.ADAPTER_DIR / "adapter_model.safetensors").stat().st_size < 8_000_000
+    monkeypatch.setattr(teacher_adapter, "ADAPTER_DIR", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="python -m ragcomp_lab.teacher_adapter"):
+        models.load_teacher()
+
+
+def test_answer_loss_is_the_causal_lm_loss_on_answer_tokens(teacher_and_tok):
+    from ragcomp_lab.data.encode import collate, encode_pair
+    from ragcomp_lab.teacher_adapter import answer_loss
+
+    teacher, tok = teacher_and_tok
+    tiny = models.make_student(teacher, num_hidden_layers=1, hidden_size=64, intermediate_size=128,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    batch = collate([encode_pair(tok, "Question: where?\nAnswer:", "Darnmoor"),
+                     encode_pair(tok, "Q: when was it founded, and by whom?\nA:", "1987")], tok.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(answer_loss(tiny, batch), tiny(**batch).loss)

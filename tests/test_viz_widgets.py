@@ -99,3 +99,15 @@ def test_checks_accept_right_and_explain_wrong_answers():
     assert not todo and "returned NoneType" in todo.message
     boom = check.fake_quant(lambda x, b: 1 / 0)
     assert not boom and "ZeroDivisionError" in boom.message
+
+
+def test_top_tokens_are_drawn_from_the_full_softmax():
+    z = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    labels = [f"tok{i}" for i in range(1000)]
+    fig = viz.temperature_slider(z, [1, 4], labels=labels, top=5)
+    top5 = z.topk(5).indices
+    assert list(fig.data[0].x) == [labels[i] for i in top5]
+    torch.testing.assert_close(torch.tensor(fig.layout.sliders[0].steps[1].args[0]["y"][0]), rl.softmax_t(z, 4)[top5])
+    panel = widgets.temperature_panel(z, labels, top=5)
+    panel.T.value = 2.0
+    torch.testing.assert_close(torch.tensor(panel.figure.data[0].y), rl.softmax_t(z, panel.T.value)[top5])
