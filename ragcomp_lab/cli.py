@@ -1,0 +1,65 @@
+"""`ragcomp-lab`: the lab's commands from a shell.
+
+    ragcomp-lab check-jsonl my_set.jsonl   # validate your own RAG set (names the bad line)
+    ragcomp-lab bench                      # the benchmark ratios (also `make bench`)
+    ragcomp-lab teacher-adapter            # retrain the shipped LoRA adapter (~15 min)
+    ragcomp-lab teacher-answers            # regenerate the shipped teacher answers (~15 min)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _check_jsonl(args) -> int:
+    from collections import Counter
+
+    from .data import load_jsonl
+
+    rows = load_jsonl(args.path)
+    sources = Counter("with an answer" if a else "without an answer" for a in rows["answer"])
+    print(f"{args.path}: {len(rows)} rows ({', '.join(f'{n} {k}' for k, n in sorted(sources.items()))})")
+    return 0
+
+
+def _bench(args) -> int:
+    from .benchmarks import main
+
+    return main(args.out)
+
+
+def _teacher_adapter(args) -> int:
+    from .teacher_adapter import train_adapter
+
+    print(train_adapter())
+    return 0
+
+
+def _teacher_answers(args) -> int:
+    from .data.teacher import regenerate_shipped
+
+    print(regenerate_shipped())
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="ragcomp-lab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check-jsonl", help="validate a RAG set in JSON Lines")
+    p.add_argument("path")
+    p.set_defaults(run=_check_jsonl)
+    p = sub.add_parser("bench", help="print the benchmark ratios and write them as JSON")
+    p.add_argument("--out", default="build/bench.json")
+    p.set_defaults(run=_bench)
+    sub.add_parser("teacher-adapter", help="retrain the teacher's LoRA adapter").set_defaults(run=_teacher_adapter)
+    sub.add_parser("teacher-answers", help="regenerate the teacher's answers").set_defaults(run=_teacher_answers)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: a clear message, no traceback
+        print(f"ragcomp-lab: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
