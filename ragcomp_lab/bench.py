@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .checkpoint import unique_tensors
+
 
 @dataclass
 class Latency:
@@ -27,13 +29,14 @@ def _check_counts(warmup, repeat):
         raise ValueError(f"repeat={repeat!r} is not allowed: use an integer >= 1")
 
 
-def compare(fns: dict, warmup: int = 2, repeat: int = 9) -> dict[str, Latency]:
-    """Time several callables round-robin (a, b, c, a, b, c, ...) and return each one's Latency."""
+def compare(fns: dict, warmup: int = 2, repeat: int = 9, grad: bool = False) -> dict[str, Latency]:
+    """Time several callables round-robin (a, b, c, a, b, c, ...) and return each one's Latency.
+    Runs under inference mode unless `grad` (a training step needs autograd)."""
     _check_counts(warmup, repeat)
     if not fns:
         raise ValueError("compare() needs at least one callable")
     times = {name: [] for name in fns}
-    with torch.inference_mode():
+    with torch.inference_mode(not grad):
         for i in range(warmup + repeat):
             for name, fn in fns.items():
                 start = time.perf_counter()
@@ -56,11 +59,5 @@ def size_bytes(obj) -> int:
     state = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("size_bytes needs an nn.Module or a dict of tensors")
-    # tied weights share storage; safetensors refuses shared tensors, so count each storage once
-    seen, unique = set(), {}
-    for k, v in state.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
-        if key not in seen:
-            seen.add(key)
-            unique[k] = v.contiguous()
-    return len(save(unique))
+    # tied weights share storage: count each storage once, as a saved file does
+    return len(save({k: v.contiguous() for k, v in unique_tensors(state).items()}))

@@ -36,6 +36,12 @@ class DistillConfig:
     grad_accum: int = 1  # micro-batches per optimiser step (effective batch = batch_size * grad_accum)
     warmup_steps: int = 0  # linear warm-up before the cosine decay
     weight_decay: float = 0.0
+    target: str = "answer"  # the hard labels: "answer" (gold) or "teacher_answer" (sequence-level KD)
+    feature_weight: float = 0.0  # weight of the hidden-state loss, added to L_total (feature-based KD)
+    relation_weight: float = 0.0  # weight of the token-similarity loss, added to L_total (relation-based KD)
+    layer_map: list | None = None  # teacher layer for each student layer; None: the layers it was built from, else spread evenly
+    max_grad_norm: float = 1.0  # gradient clipping: a fresh layer-dropped student starts at a loss of 13-15
+    checkpoint_every: int = 50  # steps between checkpoints when distill() is given a checkpoint_dir
 
     def __post_init__(self):
         self.T = _validate.temperature(self.T)
@@ -45,8 +51,18 @@ class DistillConfig:
         self.lr = _positive_real("lr", self.lr)
         _non_negative_int("seed", self.seed)
         _non_negative_int("warmup_steps", self.warmup_steps)
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, Real) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} is not allowed: use a number >= 0")
+        for name in ("weight_decay", "feature_weight", "relation_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Real) or v < 0:
+                raise ValueError(f"{name}={v!r} is not allowed: use a number >= 0")
+        self.max_grad_norm = _positive_real("max_grad_norm", self.max_grad_norm)
+        _validate.positive_int("checkpoint_every", self.checkpoint_every)
+        if self.target not in ("answer", "teacher_answer"):
+            raise ValueError(f"target={self.target!r} is not supported: use 'answer' (gold) or 'teacher_answer'")
+        if self.layer_map is not None and (not isinstance(self.layer_map, (list, tuple)) or not self.layer_map or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.layer_map)):
+            raise ValueError(f"layer_map={self.layer_map!r} is not allowed: give one teacher layer index (>= 0) "
+                             f"per student layer, or None")
 
     def to_dict(self) -> dict:
         return asdict(self)

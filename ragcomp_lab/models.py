@@ -155,6 +155,7 @@ def make_student(teacher, keep_layers=None, seed: int = 0, **config_overrides):
                 parts[at] = str(keep[int(parts[at])])
             state[name] = src[".".join(parts)].detach().clone()
         student.load_state_dict(state)
+        student.config.ragcomp_keep_layers = keep  # the default feature-distillation layer map
     return student.eval()
 
 

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from . import viz
 from .config import DistillConfig
 from .digits import accuracy, train_student
+from .distill import Callback
 
 
 class Panel(W.VBox):
@@ -84,3 +85,31 @@ def digits_panel(task, teacher, cfg: DistillConfig | None = None) -> Panel:
     panel = Panel([W.HBox([s_T, s_alpha, button]), out])
     panel.T, panel.alpha, panel.button, panel.result, panel.description = s_T, s_alpha, button, out, "digits KD"
     return panel
+
+
+class LiveLossCurve(Callback):
+    """A distill() callback drawing total, hard and soft loss (and feature / relation when the run has
+    them) in a FigureWidget while the run goes: display `.figure`, then pass the callback to distill."""
+
+    PARTS = ("total", "hard", "soft", "feature", "relation")
+
+    def __init__(self, every: int = 1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r} is not allowed: redraw every n >= 1 steps")
+        self.every = every
+        self.figure = go.FigureWidget(layout=dict(title="distillation loss, live", xaxis_title="step",
+                                                  yaxis=dict(title="loss", type="log"), height=360))
+
+    def on_step(self, record: dict, history) -> None:
+        if record["step"] % self.every:
+            return
+        with self.figure.batch_update():
+            for name in self.PARTS:
+                if name not in record:
+                    continue
+                trace = next((t for t in self.figure.data if t.name == name), None)
+                if trace is None:
+                    self.figure.add_scatter(x=[], y=[], name=name, mode="lines")
+                    trace = self.figure.data[-1]
+                xs = [r["step"] for r in history.losses if name in r]
+                trace.x, trace.y = xs, [r[name] for r in history.losses if name in r]

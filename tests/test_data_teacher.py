@@ -52,6 +52,10 @@ def test_topk_bad_arguments(teacher_and_tok, kwargs, message):
         td.topk_logprobs(teacher, tok, **args)
 
 
+def test_public_names():
+    assert data.teacher_answers is td.teacher_answers and data.topk_logprobs is td.topk_logprobs
+
+
 def test_teacher_answers_refuse_an_empty_dataset(teacher_and_tok):
     teacher, tok = teacher_and_tok
     with pytest.raises(ValueError, match="empty"):

@@ -111,3 +111,18 @@ def test_top_tokens_are_drawn_from_the_full_softmax():
     panel = widgets.temperature_panel(z, labels, top=5)
     panel.T.value = 2.0
     torch.testing.assert_close(torch.tensor(panel.figure.data[0].y), rl.softmax_t(z, panel.T.value)[top5])
+
+
+def test_live_loss_curve_follows_the_history():
+    from ragcomp_lab.distill import History
+
+    curve, hist = widgets.LiveLossCurve(every=2), History()
+    for step in range(1, 6):
+        hist.losses.append({"step": step, "total": 3.0 / step, "hard": 2.0 / step, "soft": 1.0 / step})
+        curve.on_step(hist.losses[-1], hist)
+    names = [t.name for t in curve.figure.data]
+    assert names == ["total", "hard", "soft"]
+    assert list(curve.figure.data[0].x) == [1, 2, 3, 4] and curve.figure.data[0].y[-1] == 3.0 / 4  # drawn at step 4
+    import pytest
+    with pytest.raises(ValueError, match="every=0"):
+        widgets.LiveLossCurve(every=0)
