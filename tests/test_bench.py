@@ -43,6 +43,7 @@ def test_bad_counts_are_named(kwargs, message):
 def test_bench_json_has_one_row_per_floor(tmp_path, monkeypatch, capsys):
     fake = [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True, "ours_ms": 1.0, "reference_ms": 1.2}]
     monkeypatch.setattr(benchmarks, "core_math", lambda: fake)
+    monkeypatch.setattr(benchmarks, "distill_step", lambda: [])
     assert benchmarks.main(str(tmp_path / "b" / "bench.json")) == 0
     rows = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert rows == [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True}]
