@@ -102,17 +102,23 @@ def _lr(cfg: DistillConfig, step: int) -> float:
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
 
 
+def answer_logits(model, batch, hidden_states: bool = False):
+    """(logits at the answer positions (n, V), the decoder's output): the LM head runs only where a
+    label is, since over every prompt position it is most of a small model's compute."""
+    keep = batch["labels"][:, 1:] != IGNORE  # (B, L-1): position t predicts token t + 1
+    out = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              output_hidden_states=hidden_states)
+    return model.get_output_embeddings()(out.last_hidden_state[:, :-1][keep]), out
+
+
 def step_losses(teacher, student, batch, cfg: DistillConfig, layer_map=None, projections=None) -> dict:
     """The loss parts of one micro-batch (tensors; `total` carries the gradient)."""
     hidden = cfg.feature_weight > 0 or cfg.relation_weight > 0
-    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=hidden)
-    labels = batch["labels"][:, 1:]  # position t predicts token t + 1
-    keep = labels != IGNORE  # (B, L-1): the answer tokens
+    labels = batch["labels"][:, 1:]
     with torch.no_grad():
-        t_out = teacher.get_decoder()(**inputs)
-        t_logits = teacher.get_output_embeddings()(t_out.last_hidden_state[:, :-1][keep])  # (n, V)
-    s_out = student.get_decoder()(**inputs)
-    s_logits = student.get_output_embeddings()(s_out.last_hidden_state[:, :-1][keep])  # (n, V)
+        t_logits, t_out = answer_logits(teacher, batch, hidden)
+    s_logits, s_out = answer_logits(student, batch, hidden)
+    keep = labels != IGNORE
     parts = distillation_loss(s_logits.float(), t_logits.float(), labels[keep], cfg.T, cfg.alpha)
     out = parts._asdict()
     mask = batch["attention_mask"].bool()

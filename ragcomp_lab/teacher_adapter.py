@@ -29,13 +29,13 @@ RECIPE = dict(r=8, lora_alpha=16, epochs=1, batch_size=4, lr=1e-3, warmup_steps=
 
 
 def answer_loss(model, batch) -> torch.Tensor:
-    """Cross-entropy on the answer tokens only, with the LM head applied only where a label is
-    (on a 49,152-token vocabulary the head over every prompt position is most of the compute)."""
-    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    """Cross-entropy on the answer tokens only (the LM head runs only there)."""
+    from .data.encode import IGNORE
+    from .distill import answer_logits
+
     labels = batch["labels"][:, 1:]
-    keep = labels != -100
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (n_answer_tokens, V)
-    return F.cross_entropy(logits.float(), labels[keep])
+    logits, _ = answer_logits(model, batch)  # (n_answer_tokens, V)
+    return F.cross_entropy(logits.float(), labels[labels != IGNORE])
 
 
 def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True) -> dict:
