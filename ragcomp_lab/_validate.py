@@ -44,6 +44,18 @@ def positive_int(name: str, v) -> int:
     return v
 
 
+def non_negative_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{name}={v!r} is not allowed: {name} must be an integer >= 0")
+    return v
+
+
+def positive_real(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, Real) or not v > 0:
+        raise ValueError(f"{name}={v!r} is not allowed: {name} must be a number > 0")
+    return float(v)
+
+
 def tensor(name: str, x, min_dim: int = 0) -> torch.Tensor:
     """A floating-point tensor with at least `min_dim` dimensions."""
     if not isinstance(x, torch.Tensor):

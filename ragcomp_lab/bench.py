@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import _validate
 from .checkpoint import unique_tensors
 
 
@@ -22,17 +23,11 @@ class Latency:
         return f"{1e3 * self.median:.2f} ms (median of {len(self.times)}, {self.threads} threads)"
 
 
-def _check_counts(warmup, repeat):
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup={warmup!r} is not allowed: use an integer >= 0")
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"repeat={repeat!r} is not allowed: use an integer >= 1")
-
-
 def compare(fns: dict, warmup: int = 2, repeat: int = 9, grad: bool = False) -> dict[str, Latency]:
     """Time several callables round-robin (a, b, c, a, b, c, ...) and return each one's Latency.
     Runs under inference mode unless `grad` (a training step needs autograd)."""
-    _check_counts(warmup, repeat)
+    _validate.non_negative_int("warmup", warmup)
+    _validate.positive_int("repeat", repeat)
     if not fns:
         raise ValueError("compare() needs at least one callable")
     times = {name: [] for name in fns}

@@ -11,18 +11,6 @@ INT8_MODES = ("dynamic", "static")  # activations are quantized too: 8-bit only
 MODES = FLOAT_MODES + INT8_MODES + ("weight_only", "gptq", "qat")
 
 
-def _positive_real(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, Real) or not v > 0:
-        raise ValueError(f"{name}={v!r} is not allowed: {name} must be a number > 0")
-    return float(v)
-
-
-def _non_negative_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{name}={v!r} is not allowed: {name} must be an integer >= 0")
-    return v
-
-
 @dataclass
 class DistillConfig:
     """L_total = alpha * L_student + (1 - alpha) * L_KD, optimised for `steps` steps."""
@@ -48,14 +36,14 @@ class DistillConfig:
         self.alpha = _validate.alpha(self.alpha)
         for name in ("steps", "batch_size", "grad_accum"):
             _validate.positive_int(name, getattr(self, name))
-        self.lr = _positive_real("lr", self.lr)
-        _non_negative_int("seed", self.seed)
-        _non_negative_int("warmup_steps", self.warmup_steps)
+        self.lr = _validate.positive_real("lr", self.lr)
+        _validate.non_negative_int("seed", self.seed)
+        _validate.non_negative_int("warmup_steps", self.warmup_steps)
         for name in ("weight_decay", "feature_weight", "relation_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, Real) or v < 0:
                 raise ValueError(f"{name}={v!r} is not allowed: use a number >= 0")
-        self.max_grad_norm = _positive_real("max_grad_norm", self.max_grad_norm)
+        self.max_grad_norm = _validate.positive_real("max_grad_norm", self.max_grad_norm)
         _validate.positive_int("checkpoint_every", self.checkpoint_every)
         if self.target not in ("answer", "teacher_answer"):
             raise ValueError(f"target={self.target!r} is not supported: use 'answer' (gold) or 'teacher_answer'")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from . import viz
+from . import _validate, viz
 from .config import DistillConfig
 from .digits import accuracy, train_student
 from .distill import Callback
@@ -94,9 +94,7 @@ class LiveLossCurve(Callback):
     PARTS = ("total", "hard", "soft", "feature", "relation")
 
     def __init__(self, every: int = 1):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every={every!r} is not allowed: redraw every n >= 1 steps")
-        self.every = every
+        self.every = _validate.positive_int("every", every)  # redraw every n steps
         self.figure = go.FigureWidget(layout=dict(title="distillation loss, live", xaxis_title="step",
                                                   yaxis=dict(title="loss", type="log"), height=360))
 

@@ -76,18 +76,19 @@ def topk_logprobs(teacher, tok, prompts: list[str], answers: list[str], k: int =
         raise ValueError(f"k={k!r} is not allowed: use an integer in 1..{teacher.config.vocab_size}")
     if len(prompts) != len(answers) or not prompts:
         raise ValueError(f"need as many answers as prompts, and at least one: got {len(prompts)} and {len(answers)}")
+    from ..distill import answer_logits  # the LM head only at the answer positions
+
     out = []
     for start in range(0, len(prompts), batch_size):
         pairs = [encode_pair(tok, p, a) for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
         batch = collate(pairs, tok.pad_token_id)
-        labels = batch.pop("labels")
+        labels = batch["labels"][:, 1:]  # position t predicts token t + 1
+        keep = labels != IGNORE
         with torch.inference_mode():
-            hidden = teacher.model(**batch).last_hidden_state  # (B, L, d)
-            for b in range(len(pairs)):
-                pos = (labels[b, 1:] != IGNORE).nonzero().squeeze(-1)  # position t predicts token t + 1
-                logp = torch.log_softmax(teacher.lm_head(hidden[b, pos]).float(), -1)  # head only where needed
-                top = logp.topk(k, dim=-1)
-                out.append({"ids": top.indices.to(torch.int32), "logprobs": top.values, "targets": labels[b, pos + 1]})
+            top = torch.log_softmax(answer_logits(teacher, batch)[0].float(), -1).topk(k, dim=-1)  # (n, k)
+        rows = keep.sum(1).tolist()  # answer tokens of each row, in order
+        for ids, logprobs, targets in zip(top.indices.split(rows), top.values.split(rows), labels[keep].split(rows)):
+            out.append({"ids": ids.to(torch.int32), "logprobs": logprobs, "targets": targets})
     return out
 
 
