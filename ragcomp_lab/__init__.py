@@ -2,13 +2,13 @@
 from . import data, diagram, digits, models, qa_metrics, quant
 from .config import DistillConfig, QuantConfig
 from .distill import Callback, History, distill
-from .losses import LossParts, distillation_loss, feature_loss, feature_projection, kd_kl, relation_loss
+from .losses import LossParts, distillation_loss, feature_loss, feature_projection, kd_kl, relation_loss, topk_kd_kl
 from .softmax import entropy, log_softmax_t, softmax_t
 
 __version__ = "0.1.0"
 __all__ = [
     "DistillConfig", "QuantConfig", "LossParts", "distill", "History", "Callback",
     "softmax_t", "log_softmax_t", "entropy",
-    "kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
+    "kd_kl", "topk_kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
     "quant", "diagram", "digits", "data", "models", "qa_metrics",
 ]

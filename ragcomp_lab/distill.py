@@ -6,8 +6,9 @@ Per step, on the answer tokens only:
     L_total = alpha * L_student + (1 - alpha) * L_KD          (response-based)
             + feature_weight * L_feature + relation_weight * L_relation
 L_student is the cross-entropy against cfg.target ("answer": gold; "teacher_answer": the teacher's
-own answer, i.e. sequence-level KD); L_KD the KL at temperature T against the live teacher's
-next-token distribution, scaled by T^2. The LM head runs only at the answer positions: on a
+own answer, i.e. sequence-level KD); L_KD the KL at temperature T against the teacher's
+next-token distribution, scaled by T^2: live, or from a top-k cache (`soft_targets`, made by
+rl.data.soft_targets) with the tail merged into one "rest" bucket (losses.topk_kd_kl). The LM head runs only at the answer positions: on a
 49,152-token vocabulary it is most of a small student's compute.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Callback:
     def on_end(self, history: History) -> None: ...
 
 
-def _check(teacher, student, data, cfg, tok):
+def _check(teacher, student, data, cfg, tok, soft_targets):
     if not isinstance(cfg, DistillConfig):
         raise ValueError(f"cfg must be a DistillConfig, got {type(cfg).__name__}")
     vt, vs = teacher.config.vocab_size, student.config.vocab_size
@@ -58,6 +59,13 @@ def _check(teacher, student, data, cfg, tok):
         if column not in data.column_names:
             raise ValueError(f"the dataset has no {column!r} column (it has {data.column_names}); "
                              f"cfg.target={cfg.target!r} names the column of the hard labels")
+    if soft_targets is not None:
+        if len(soft_targets) != len(data):
+            raise ValueError(f"soft_targets has {len(soft_targets)} rows for a dataset of {len(data)}: give one "
+                             f"top-k row per example, in the dataset's order")
+        if cfg.feature_weight or cfg.relation_weight:
+            raise ValueError("feature- and relation-based distillation read the teacher's hidden states: they need "
+                             "the live teacher, so pass soft_targets=None (or feature_weight=relation_weight=0)")
     if tok.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token: set tok.pad_token before distilling")
 
@@ -111,15 +119,30 @@ def answer_logits(model, batch, hidden_states: bool = False):
     return model.get_output_embeddings()(out.last_hidden_state[:, :-1][keep]), out
 
 
-def step_losses(teacher, student, batch, cfg: DistillConfig, layer_map=None, projections=None) -> dict:
-    """The loss parts of one micro-batch (tensors; `total` carries the gradient)."""
+def _topk_batch(rows: list[dict], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached (ids, logprobs) of a batch's answer tokens, checked against the batch's labels."""
+    cached = torch.cat([r["targets"] for r in rows]).to(targets.dtype)
+    if not torch.equal(cached, targets):
+        raise ValueError("the soft targets were computed for other answer tokens than the batch's labels: build "
+                         "them from the same rows and the same target column as cfg.target")
+    return torch.cat([r["ids"] for r in rows]), torch.cat([r["logprobs"] for r in rows])
+
+
+def step_losses(teacher, student, batch, cfg: DistillConfig, layer_map=None, projections=None, topk=None) -> dict:
+    """The loss parts of one micro-batch (tensors; `total` carries the gradient). With `topk`
+    (the batch's rows of a top-k cache) the teacher does not run."""
     hidden = cfg.feature_weight > 0 or cfg.relation_weight > 0
     labels = batch["labels"][:, 1:]
-    with torch.no_grad():
-        t_logits, t_out = answer_logits(teacher, batch, hidden)
-    s_logits, s_out = answer_logits(student, batch, hidden)
     keep = labels != IGNORE
-    parts = distillation_loss(s_logits.float(), t_logits.float(), labels[keep], cfg.T, cfg.alpha)
+    if topk is None:
+        with torch.no_grad():
+            t_logits, t_out = answer_logits(teacher, batch, hidden)
+    s_logits, s_out = answer_logits(student, batch, hidden)
+    if topk is None:
+        parts = distillation_loss(s_logits.float(), t_logits.float(), labels[keep], cfg.T, cfg.alpha)
+    else:
+        parts = distillation_loss(s_logits.float(), None, labels[keep], cfg.T, cfg.alpha,
+                                  teacher_topk=_topk_batch(topk, labels[keep]))
     out = parts._asdict()
     mask = batch["attention_mask"].bool()
     if cfg.feature_weight > 0:
@@ -135,18 +158,20 @@ def step_losses(teacher, student, batch, cfg: DistillConfig, layer_map=None, pro
 
 
 def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint_dir=None, resume: bool = False,
-            *, tok=None, progress: bool = True) -> History:
+            *, tok=None, progress: bool = True, soft_targets=None) -> History:
     """Train `student` in place against `teacher` on `data` (rows with "prompt" and cfg.target).
 
     With `checkpoint_dir`, the student, the optimizer and the history are saved every
     cfg.checkpoint_every steps (and at the end); `resume=True` continues from the last one and
     ends with the same weights as an uninterrupted run. `tok` defaults to the teacher's tokenizer.
+    `soft_targets` (one top-k row per example, from rl.data.soft_targets) replaces the live
+    teacher's forward pass, most of a step's cost; the teacher then only vouches for the vocabulary.
     """
     if tok is None:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(teacher.name_or_path, local_files_only=True)
-    _check(teacher, student, data, cfg, tok)
+    _check(teacher, student, data, cfg, tok, soft_targets)
     limit = min(teacher.config.max_position_embeddings, student.config.max_position_embeddings)
     pairs = _encode(data, cfg, tok, limit)
     layer_map = _layer_map(teacher, student, cfg) if cfg.feature_weight or cfg.relation_weight else None
@@ -177,7 +202,8 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
             for j in range(cfg.grad_accum):
                 rows = _stream(len(pairs), cfg, step * cfg.grad_accum + j)
                 parts = step_losses(teacher, student, collate([pairs[i] for i in rows], tok.pad_token_id), cfg,
-                                    layer_map, projections)
+                                    layer_map, projections,
+                                    None if soft_targets is None else [soft_targets[i] for i in rows])
                 (parts["total"] / cfg.grad_accum).backward()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v.item() / cfg.grad_accum

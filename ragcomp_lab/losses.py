@@ -5,6 +5,7 @@ leading dims are the "positions" a loss is averaged over.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -38,15 +39,57 @@ def kd_kl(student_logits, teacher_logits, T: float = 1.0, mask=None) -> torch.Te
     return kl.mean() * T**2
 
 
+def topk_kd_kl(student_logits, teacher_ids, teacher_logprobs, T: float = 1.0, mask=None) -> torch.Tensor:
+    """kd_kl from a top-k cache: the KL over the teacher's k most likely tokens plus one "rest"
+    bucket holding everything else, x T^2, averaged over the (unmasked) positions.
+
+    `teacher_logprobs` (..., k) are the teacher's log-probabilities at T = 1 for `teacher_ids`.
+    At T the top-k probabilities follow exactly, p_T(i) ~ p(i)^(1/T); the rest bucket's
+    tempered mass depends on the tail the cache dropped, taken as uniform over the V - k other
+    tokens: (V - k) * (r / (V - k))^(1/T) for a tail mass r. With k = V this is kd_kl exactly; at
+    T = 1 it is the KL between the two distributions with their tails merged, never above kd_kl.
+    """
+    T = _validate.temperature(T)
+    if not isinstance(student_logits, torch.Tensor) or not isinstance(teacher_logprobs, torch.Tensor) \
+            or not isinstance(teacher_ids, torch.Tensor):
+        raise ValueError("student_logits, teacher_ids and teacher_logprobs must be tensors")
+    V, k = student_logits.shape[-1], teacher_ids.shape[-1]
+    if teacher_ids.shape != teacher_logprobs.shape or teacher_ids.shape[:-1] != student_logits.shape[:-1] or k > V:
+        raise ValueError(f"top-k shapes {tuple(teacher_ids.shape)} (ids), {tuple(teacher_logprobs.shape)} (log-probs) "
+                         f"must be equal, with the logits' leading dims {tuple(student_logits.shape[:-1])} and k <= {V}")
+    mask = _validate.mask_for(mask, student_logits)
+    ids = teacher_ids.long()
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # half-precision logits: softmax in FP32
+    lt = teacher_logprobs.to(dtype)
+    # teacher over k + 1 buckets at temperature T
+    tail = (-torch.logsumexp(lt, -1, keepdim=True).exp()).log1p() if k < V else torch.full_like(lt[..., :1], -math.inf)
+    rest = math.log(V - k) + (tail - math.log(V - k)) / T if k < V else tail
+    log_q_t = torch.log_softmax(torch.cat([lt / T, rest], -1), -1)
+    # student over the same buckets: its top-k log-probs and the log of the mass outside them
+    z = student_logits.to(dtype) / T
+    full = torch.logsumexp(z, -1, keepdim=True)
+    outside = torch.logsumexp(z.scatter(-1, ids, -math.inf), -1, keepdim=True)
+    log_q_s = torch.cat([z.gather(-1, ids), outside], -1) - full
+    q_t = log_q_t.exp()
+    kl = torch.where(q_t > 0, q_t * (log_q_t - log_q_s), torch.zeros_like(q_t)).sum(-1)
+    kl = kl[mask] if mask is not None else kl
+    return kl.mean() * T**2
+
+
 def distillation_loss(student_logits, teacher_logits, labels, T: float = 2.0, alpha: float = 0.5,
-                      ignore_index: int = -100) -> LossParts:
+                      ignore_index: int = -100, *, teacher_topk=None) -> LossParts:
     """total = alpha * hard + (1 - alpha) * soft, over the positions whose label != ignore_index.
 
     `labels` has the logits' shape without the last dim and is already aligned: the logits at a
     position predict the label at that position (shift next-token labels before calling).
+    From a top-k cache, pass teacher_logits=None and teacher_topk=(ids, logprobs): the soft loss
+    is then topk_kd_kl.
     """
     T, alpha = _validate.temperature(T), _validate.alpha(alpha)
-    _validate.same_logits(student_logits, teacher_logits)
+    if teacher_topk is None:
+        _validate.same_logits(student_logits, teacher_logits)
+    elif teacher_logits is not None:
+        raise ValueError("give the teacher's logits or its top-k (teacher_topk), not both")
     if not isinstance(labels, torch.Tensor) or labels.shape != student_logits.shape[:-1]:
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels shape {shape} must equal the logits shape without its last dim, "
@@ -61,7 +104,8 @@ def distillation_loss(student_logits, teacher_logits, labels, T: float = 2.0, al
                          f"or equal ignore_index={ignore_index}")
     keep = _validate.mask_for(keep, student_logits)
     hard = F.cross_entropy(student_logits[keep], labels[keep])
-    soft = kd_kl(student_logits, teacher_logits, T, mask=keep)
+    soft = kd_kl(student_logits, teacher_logits, T, mask=keep) if teacher_topk is None \
+        else topk_kd_kl(student_logits, *teacher_topk, T, mask=keep)
     return LossParts(alpha * hard + (1 - alpha) * soft, hard, soft)
 
 

@@ -1,10 +1,11 @@
-"""Answer metrics of extractive QA (SQuAD-style): exact match, token F1, and refusals.
+"""Answer metrics of extractive QA (SQuAD-style): exact match, token F1, ROUGE-L, and refusals.
 
 Answers are compared after normalisation: lower case, punctuation and articles removed,
 whitespace collapsed. A refusal is an answer that says the context does not hold the answer.
 """
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
@@ -36,6 +37,18 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def rouge_l(prediction: str, gold: str) -> float:
+    """ROUGE-L F-measure (longest common subsequence) by Google's rouge-score, without stemming."""
+    return _rouge().score(gold, prediction)["rougeL"].fmeasure
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
 def is_refusal(prediction: str) -> bool:
     """Does the answer decline (e.g. "The context does not say.") rather than state something?"""
     return bool(_REFUSAL.search(prediction))
@@ -54,6 +67,7 @@ def answer_quality(predictions: list[str], golds: list[str], kinds: list[str]) -
         if rows:
             out[f"em_{name}"] = sum(exact_match(p, g) for p, g, _ in rows) / len(rows)
             out[f"f1_{name}"] = sum(token_f1(p, g) for p, g, _ in rows) / len(rows)
+            out[f"rouge_l_{name}"] = sum(rouge_l(p, g) for p, g, _ in rows) / len(rows)
     if answerable:
         out["false_refusal_rate"] = sum(is_refusal(p) for p, _, _ in answerable) / len(answerable)
     unanswerable = [p for p, k in zip(predictions, kinds) if k == "unanswerable"]

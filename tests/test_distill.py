@@ -135,3 +135,39 @@ def test_bad_input_is_named(setup):
                          (dict(feature_weight=-1), "feature_weight=-1"), (dict(layer_map=[]), "layer_map=")]:
         with pytest.raises(ValueError, match=message):
             _cfg(**bad)
+
+
+def test_soft_targets_from_a_full_topk_cache_give_the_live_teachers_losses(setup):
+    teacher, tok, rows = setup
+    V = teacher.config.vocab_size
+    cache = data.soft_targets(teacher, tok, rows, column="answer", k=V)  # every token: no tail at all
+    live = distill(teacher, _student(setup), rows, _cfg(), tok=tok, progress=False)
+    cached = distill(teacher, _student(setup), rows, _cfg(), tok=tok, progress=False, soft_targets=cache)
+    for a, b in zip(live.losses, cached.losses):
+        assert a["hard"] == pytest.approx(b["hard"], rel=1e-4) and a["soft"] == pytest.approx(b["soft"], rel=1e-4)
+
+
+def test_a_topk_cache_is_saved_reused_and_checked_against_the_batch(setup, tmp_path):
+    teacher, tok, rows = setup
+    path = tmp_path / "top8.safetensors"
+    cache = data.soft_targets(teacher, tok, rows, column="answer", k=8, path=path)
+    again = data.soft_targets(None, tok, rows, column="answer", k=8, path=path)  # read back: no teacher needed
+    assert all(torch.equal(a["logprobs"], b["logprobs"]) for a, b in zip(cache, again))
+    hist = distill(teacher, _student(setup), rows, _cfg(steps=2), tok=tok, progress=False, soft_targets=cache)
+    assert len(hist.losses) == 2 and hist.losses[0]["soft"] > 0
+    with pytest.raises(ValueError, match="not 12 of top-4"):
+        data.soft_targets(None, tok, rows, column="answer", k=4, path=path)
+    with pytest.raises(ValueError, match="other answer tokens"):
+        distill(teacher, _student(setup), rows, _cfg(steps=1), tok=tok, progress=False, soft_targets=cache[::-1])
+    with pytest.raises(ValueError, match="5 rows for a dataset of 12"):
+        distill(teacher, _student(setup), rows, _cfg(steps=1), tok=tok, progress=False, soft_targets=cache[:5])
+    with pytest.raises(ValueError, match="need the live teacher"):
+        distill(teacher, _student(setup), rows, _cfg(steps=1, feature_weight=1.0), tok=tok, progress=False,
+                soft_targets=cache)
+
+
+def test_with_teacher_answers_adds_the_shipped_answers(setup):
+    _, _, rows = setup
+    out = data.with_teacher_answers(rows)
+    _, shipped = data.read_answers()
+    assert out["teacher_answer"] == [shipped[i] for i in rows["id"]]

@@ -79,6 +79,69 @@ def test_vocabulary_mismatch_is_a_clear_value_error():
         rl.kd_kl(_logits(0, (4, 10)), _logits(1, (5, 10)), 2.0)
 
 
+# --- topk_kd_kl: the KL from a top-k cache, with a "rest" bucket ---------------------------
+
+def _topk(t, k):
+    top = F.log_softmax(t, -1).topk(k, -1)
+    return top.indices, top.values
+
+
+@given(seeds, temps)
+def test_topk_kl_with_every_token_kept_is_kd_kl(seed, T):
+    s, t = _logits(seed), _logits(seed + 1)
+    torch.testing.assert_close(rl.topk_kd_kl(s, *_topk(t, t.shape[-1]), T), rl.kd_kl(s, t, T))
+
+
+@given(seeds, st.integers(1, 9))
+def test_topk_kl_at_T1_is_the_kl_of_the_distributions_with_their_tails_merged(seed, k):
+    s, t = _logits(seed), _logits(seed + 1)
+    ids, lt = _topk(t, k)
+    p_t, p_s = F.softmax(t, -1), F.softmax(s, -1)
+    merge = lambda p: torch.cat([p.gather(-1, ids), 1 - p.gather(-1, ids).sum(-1, keepdim=True)], -1)  # noqa: E731
+    q_t, q_s = merge(p_t), merge(p_s)
+    want = (q_t * (q_t.log() - q_s.log())).sum(-1).mean()
+    got = rl.topk_kd_kl(s, ids, lt, 1.0)
+    torch.testing.assert_close(got, want)
+    assert got <= rl.kd_kl(s, t, 1.0) + 1e-12  # merging outcomes never raises a KL
+
+
+@given(seeds, temps, st.integers(1, 9))
+def test_topk_kl_is_non_negative_and_zero_when_the_student_is_the_teacher(seed, T, k):
+    s, t = _logits(seed), _logits(seed + 1)
+    assert rl.topk_kd_kl(s, *_topk(t, k), T) >= 0
+    flat = torch.zeros_like(t)  # a uniform teacher: its tail really is uniform, so the bucket is exact
+    assert rl.topk_kd_kl(flat, *_topk(flat, k), T).abs() < 1e-10
+
+
+def test_topk_kl_gradient_moves_the_student_toward_the_teacher():
+    s, t = _logits(0).requires_grad_(), _logits(1)
+    loss = rl.topk_kd_kl(s, *_topk(t, 3), 2.0)
+    loss.backward()
+    with torch.no_grad():
+        assert rl.topk_kd_kl(s - 0.1 * s.grad, *_topk(t, 3), 2.0) < loss
+
+
+def test_distillation_loss_from_a_topk_cache_uses_the_topk_kl():
+    s, t = _logits(0), _logits(1)
+    labels = torch.tensor([1, 2, -100, 4, 5, 6])
+    ids, lt = _topk(t, 4)
+    parts = rl.distillation_loss(s, None, labels, 2.0, 0.3, teacher_topk=(ids, lt))
+    keep = labels != -100
+    torch.testing.assert_close(parts.soft, rl.topk_kd_kl(s, ids, lt, 2.0, mask=keep))
+    torch.testing.assert_close(parts.total, 0.3 * parts.hard + 0.7 * parts.soft)
+    with pytest.raises(ValueError, match="not both"):
+        rl.distillation_loss(s, t, labels, teacher_topk=(ids, lt))
+
+
+def test_topk_kl_bad_shapes_are_clear():
+    s, t = _logits(0), _logits(1)
+    ids, lt = _topk(t, 3)
+    with pytest.raises(ValueError, match="top-k shapes"):
+        rl.topk_kd_kl(s, ids[:, :2], lt, 2.0)
+    with pytest.raises(ValueError, match="top-k shapes"):
+        rl.topk_kd_kl(s[:3], ids, lt, 2.0)
+
+
 # --- distillation_loss -----------------------------------------------------------------------
 
 @given(seeds, temps, st.floats(0, 1))

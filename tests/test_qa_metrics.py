@@ -32,3 +32,15 @@ def test_answer_quality_splits_answerable_and_unanswerable():
     assert q["refusal_rate_unanswerable"] == 0.5 and q["false_refusal_rate"] == 0.0
     with pytest.raises(ValueError, match="equal, non-zero numbers"):
         answer_quality(["a"], [], ["single_fact"])
+
+
+def test_rouge_l_is_the_lcs_f_measure_of_rouge_score():
+    from rouge_score import rouge_scorer
+
+    from ragcomp_lab.qa_metrics import rouge_l
+
+    ref = rouge_scorer.RougeScorer(["rougeL"]).score("born in Darnmoor in 1987", "Darnmoor 1987")["rougeL"].fmeasure
+    assert rouge_l("Darnmoor 1987", "born in Darnmoor in 1987") == pytest.approx(ref)
+    assert rouge_l("Darnmoor 1987", "born in Darnmoor in 1987") == pytest.approx(2 * 1 * (2 / 5) / (1 + 2 / 5))
+    assert rouge_l("1987 Darnmoor", "Darnmoor 1987") == pytest.approx(0.5)  # order matters, unlike F1
+    assert rouge_l("Gonton", "Darnmoor") == 0.0

@@ -117,6 +117,34 @@ def load_topk(path) -> list[dict[str, torch.Tensor]]:
     return [{name: t[name][a:b] for name in ("ids", "logprobs", "targets")} for a, b in zip(o, o[1:])]
 
 
+def with_teacher_answers(split, path=SHIPPED):
+    """`split` with a "teacher_answer" column from the shipped answers (or a file from write_answers)."""
+    _, answers = read_answers(path)
+    missing = [i for i in split["id"] if i not in answers]
+    if missing:
+        raise ValueError(f"{len(missing)} rows (first {missing[0]!r}) have no teacher answer in {path}")
+    return split.add_column("teacher_answer", [answers[i] for i in split["id"]])
+
+
+def soft_targets(teacher, tok, split, column: str = "teacher_answer", k: int = 32, path=None,
+                 batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+    """The top-k cache for distill(..., soft_targets=...): one topk_logprobs row per example of
+    `split`, on the answers in `column`. With `path`, read it from there if it exists, else
+    compute it and save it there."""
+    answers = _rows(split, column)
+    if path is not None and Path(path).is_file():
+        rows = load_topk(path)
+        if len(rows) != len(split) or rows[0]["ids"].shape[-1] != k:
+            raise ValueError(f"{path} holds {len(rows)} rows of top-{rows[0]['ids'].shape[-1]}, not {len(split)} of "
+                             f"top-{k}: delete it to rebuild")
+        return rows
+    rows = topk_logprobs(teacher, tok, split["prompt"], answers, k=k, batch_size=batch_size)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_topk(path, rows)
+    return rows
+
+
 def regenerate_shipped(path=SHIPPED, seed: int = 0, batch_size: int = 8, progress: bool = True) -> Path:
     """Generate the default test bed's teacher answers (every split) and write the shipped file."""
     from .. import models
