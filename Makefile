@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE := 1
 export PYTHONWARNINGS := ignore::DeprecationWarning
 NOTEBOOKS := $(shell ls book/*.ipynb labs/*.ipynb 2>/dev/null)
 
-.PHONY: setup book lab test bench notebooks teacher-adapter teacher-answers clean
+.PHONY: setup book lab test bench experiments notebooks teacher-adapter teacher-answers clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ test: setup
 
 bench: setup
 	$(PY) -m ragcomp_lab.benchmarks
+
+# The distillation experiments the chapters quote: results/<name>.json and .csv (about an hour on 2 cores).
+experiments: setup
+	$(PY) -m ragcomp_lab.cli experiments
 
 # Re-execute the notebooks in place after editing them: their outputs are what nbval checks.
 notebooks: setup

@@ -4,6 +4,7 @@
     ragcomp-lab bench                      # the benchmark ratios (also `make bench`)
     ragcomp-lab teacher-adapter            # retrain the shipped LoRA adapter (~15 min)
     ragcomp-lab teacher-answers            # regenerate the shipped teacher answers (~15 min)
+    ragcomp-lab experiments [name ...]     # the distillation experiments -> results/ (also `make experiments`)
 """
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ def _teacher_answers(args) -> int:
     return 0
 
 
+def _experiments(args) -> int:
+    from .experiments import run
+
+    run(args.names or None, args.out)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ragcomp-lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +61,10 @@ def main(argv=None) -> int:
     p.set_defaults(run=_bench)
     sub.add_parser("teacher-adapter", help="retrain the teacher's LoRA adapter").set_defaults(run=_teacher_adapter)
     sub.add_parser("teacher-answers", help="regenerate the teacher's answers").set_defaults(run=_teacher_answers)
+    p = sub.add_parser("experiments", help="run the distillation experiments and write results/<name>.json and .csv")
+    p.add_argument("names", nargs="*", help="kd_vs_hard, sweep, student_size, feature_relation (default: all)")
+    p.add_argument("--out", default="results")
+    p.set_defaults(run=_experiments)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -26,6 +26,7 @@ class DistillConfig:
     weight_decay: float = 0.0
     target: str = "answer"  # the hard labels: "answer" (gold) or "teacher_answer" (sequence-level KD)
     feature_weight: float = 0.0  # weight of the hidden-state loss, added to L_total (feature-based KD)
+    feature_kind: str = "mse"  # the hidden-state distance: "mse", or "cosine" (blind to scale and outlier dims)
     relation_weight: float = 0.0  # weight of the token-similarity loss, added to L_total (relation-based KD)
     layer_map: list | None = None  # teacher layer for each student layer; None: the layers it was built from, else spread evenly
     max_grad_norm: float = 1.0  # gradient clipping: a fresh layer-dropped student starts at a loss of 13-15
@@ -45,6 +46,8 @@ class DistillConfig:
                 raise ValueError(f"{name}={v!r} is not allowed: use a number >= 0")
         self.max_grad_norm = _validate.positive_real("max_grad_norm", self.max_grad_norm)
         _validate.positive_int("checkpoint_every", self.checkpoint_every)
+        if self.feature_kind not in ("mse", "cosine"):
+            raise ValueError(f"feature_kind={self.feature_kind!r} is not supported: use 'mse' or 'cosine'")
         if self.target not in ("answer", "teacher_answer"):
             raise ValueError(f"target={self.target!r} is not supported: use 'answer' (gold) or 'teacher_answer'")
         if self.layer_map is not None and (not isinstance(self.layer_map, (list, tuple)) or not self.layer_map or not all(

@@ -80,7 +80,9 @@ def _encode(data, cfg, tok, limit: int):
     return pairs
 
 
-def _layer_map(teacher, student, cfg) -> list[int]:
+def layer_map(teacher, student, cfg: DistillConfig) -> list[int]:
+    """The teacher layer each student layer is matched to by feature and relation losses:
+    cfg.layer_map, else the layers a layer-dropped student kept, else spread evenly."""
     n_t, n_s = teacher.config.num_hidden_layers, student.config.num_hidden_layers
     m = cfg.layer_map or getattr(student.config, "ragcomp_keep_layers", None)
     if m is None:  # spread evenly, the last student layer on the last teacher layer
@@ -128,7 +130,7 @@ def _topk_batch(rows: list[dict], targets: torch.Tensor) -> tuple[torch.Tensor, 
     return torch.cat([r["ids"] for r in rows]), torch.cat([r["logprobs"] for r in rows])
 
 
-def step_losses(teacher, student, batch, cfg: DistillConfig, layer_map=None, projections=None, topk=None) -> dict:
+def step_losses(teacher, student, batch, cfg: DistillConfig, mapping=None, projections=None, topk=None) -> dict:
     """The loss parts of one micro-batch (tensors; `total` carries the gradient). With `topk`
     (the batch's rows of a top-k cache) the teacher does not run."""
     hidden = cfg.feature_weight > 0 or cfg.relation_weight > 0
@@ -147,12 +149,13 @@ def step_losses(teacher, student, batch, cfg: DistillConfig, layer_map=None, pro
     mask = batch["attention_mask"].bool()
     if cfg.feature_weight > 0:
         out["feature"] = sum(feature_loss(s_out.hidden_states[i + 1], t_out.hidden_states[j + 1],
-                                          proj=projections[i] if projections is not None else None, mask=mask)
-                             for i, j in enumerate(layer_map)) / len(layer_map)
+                                          proj=projections[i] if projections is not None else None,
+                                          kind=cfg.feature_kind, mask=mask)
+                             for i, j in enumerate(mapping)) / len(mapping)
         out["total"] = out["total"] + cfg.feature_weight * out["feature"]
     if cfg.relation_weight > 0:
         out["relation"] = sum(relation_loss(s_out.hidden_states[i + 1], t_out.hidden_states[j + 1], mask)
-                              for i, j in enumerate(layer_map)) / len(layer_map)
+                              for i, j in enumerate(mapping)) / len(mapping)
         out["total"] = out["total"] + cfg.relation_weight * out["relation"]
     return out
 
@@ -174,7 +177,7 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
     _check(teacher, student, data, cfg, tok, soft_targets)
     limit = min(teacher.config.max_position_embeddings, student.config.max_position_embeddings)
     pairs = _encode(data, cfg, tok, limit)
-    layer_map = _layer_map(teacher, student, cfg) if cfg.feature_weight or cfg.relation_weight else None
+    mapping = layer_map(teacher, student, cfg) if cfg.feature_weight or cfg.relation_weight else None
     torch.manual_seed(cfg.seed)
     d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
     projections = torch.nn.ModuleList([feature_projection(d_s, d_t) for _ in range(student.config.num_hidden_layers)]) \
@@ -202,7 +205,7 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
             for j in range(cfg.grad_accum):
                 rows = _stream(len(pairs), cfg, step * cfg.grad_accum + j)
                 parts = step_losses(teacher, student, collate([pairs[i] for i in rows], tok.pad_token_id), cfg,
-                                    layer_map, projections,
+                                    mapping, projections,
                                     None if soft_targets is None else [soft_targets[i] for i in rows])
                 (parts["total"] / cfg.grad_accum).backward()
                 for k, v in parts.items():

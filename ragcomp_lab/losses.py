@@ -62,7 +62,9 @@ def topk_kd_kl(student_logits, teacher_ids, teacher_logprobs, T: float = 1.0, ma
     dtype = torch.promote_types(student_logits.dtype, torch.float32)  # half-precision logits: softmax in FP32
     lt = teacher_logprobs.to(dtype)
     # teacher over k + 1 buckets at temperature T
-    tail = (-torch.logsumexp(lt, -1, keepdim=True).exp()).log1p() if k < V else torch.full_like(lt[..., :1], -math.inf)
+    # the tail mass 1 - sum(top-k); a peaked teacher's top-k can sum past 1 by rounding: the tail is then 0
+    tail = (-torch.logsumexp(lt, -1, keepdim=True).exp().clamp(max=1.0)).log1p() if k < V \
+        else torch.full_like(lt[..., :1], -math.inf)
     rest = math.log(V - k) + (tail - math.log(V - k)) / T if k < V else tail
     log_q_t = torch.log_softmax(torch.cat([lt / T, rest], -1), -1)
     # student over the same buckets: its top-k log-probs and the log of the mass outside them

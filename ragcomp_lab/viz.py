@@ -6,6 +6,7 @@ precomputed values, so the built book stays interactive without a kernel.
 from __future__ import annotations
 
 import math
+import statistics
 
 import plotly.graph_objects as go
 import torch
@@ -196,4 +197,47 @@ def topk_coverage(ks, coverage, bytes_per_token) -> go.Figure:
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_layout(title="Caching the teacher's soft targets as top-k log-probabilities", showlegend=False,
                       height=400, margin=dict(t=80, b=40))
+    return fig
+
+
+def loss_curves(history, parts=("total", "hard", "soft", "feature", "relation")) -> go.Figure:
+    """The loss parts of a distill() History, step by step (the static twin of LiveLossCurve)."""
+    steps = history.curve("step")
+    fig = go.Figure([go.Scatter(x=steps, y=history.curve(p), name=p, mode="lines")
+                     for p in parts if history.losses and p in history.losses[0]])
+    fig.update_layout(title="Distillation loss per step", xaxis_title="step", yaxis=dict(title="loss", type="log"),
+                      height=360, margin=dict(t=60, b=40))
+    return fig
+
+
+def seed_bars(groups: dict, reference: dict | None = None, reference_name: str = "teacher") -> go.Figure:
+    """groups: name -> {metric: [one value in [0, 1] per seed]}; grouped bars of the mean with
+    whiskers of one standard deviation, and the reference model's value as a dashed marker."""
+    metrics = list(next(iter(groups.values())))
+    fig = go.Figure()
+    for name, row in groups.items():
+        means = [statistics.mean(row[m]) for m in metrics]
+        sds = [statistics.stdev(row[m]) if len(row[m]) > 1 else 0.0 for m in metrics]
+        fig.add_bar(name=name, x=metrics, y=[100 * m for m in means], error_y=dict(type="data", array=[100 * s for s in sds]),
+                    text=[f"{100 * m:.1f}" for m in means], textposition="inside")
+    if reference:
+        fig.add_scatter(x=metrics, y=[100 * reference[m] for m in metrics], name=reference_name, mode="markers",
+                        marker=dict(symbol="line-ew", size=40, line=dict(width=3, color="black")))
+    n = len(next(iter(next(iter(groups.values())).values())))
+    fig.update_layout(barmode="group", title=f"Test answers (%): mean of {n} seeds, whiskers ± 1 standard deviation",
+                      yaxis=dict(range=[0, 105], title="%"), height=420, margin=dict(t=60, b=40))
+    return fig
+
+
+def size_tradeoff(rows: list[dict]) -> go.Figure:
+    """Student rows with n_layers, decode_speedup, f1_retained, rouge_l_retained and
+    non_embedding_params: quality kept against decoding speed-up, marker area ~ parameters."""
+    fig = go.Figure()
+    for metric, symbol in (("f1_retained", "circle"), ("rouge_l_retained", "diamond")):
+        fig.add_scatter(x=[r["decode_speedup"] for r in rows], y=[100 * r[metric] for r in rows], name=metric,
+                        mode="markers+text", text=[f"{r['n_layers']} layers" for r in rows], textposition="top center",
+                        marker=dict(symbol=symbol, size=[8 + r["non_embedding_params"] / 1.5e6 for r in rows]))
+    fig.update_layout(title="Students: share of the teacher's quality kept vs decoding speed-up",
+                      xaxis_title="decoding speed-up over the teacher (x)", yaxis=dict(title="% of the teacher", range=[0, 110]),
+                      height=420, margin=dict(t=60, b=40))
     return fig

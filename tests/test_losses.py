@@ -231,3 +231,12 @@ def test_relation_loss_mask_leaves_out_padding():
     torch.testing.assert_close(rl.relation_loss(other, h, mask), rl.relation_loss(other[:, :3], h[:, :3]))
     with pytest.raises(ValueError, match="must agree on every dim but the width"):
         rl.relation_loss(h, _logits(1, (1, 4, 8)))
+
+
+def test_topk_kl_survives_a_cache_whose_topk_sums_past_one_by_rounding():
+    s = _logits(0, dtype=torch.float32).requires_grad_()
+    ids = torch.arange(3).expand(6, 3)
+    lt = torch.log(torch.tensor([1.0 - 1e-7, 1e-7, 1e-7])).expand(6, 3)  # sums to 1 + 1e-7
+    loss = rl.topk_kd_kl(s, ids, lt, 2.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()

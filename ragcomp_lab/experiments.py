@@ -1,0 +1,295 @@
+"""The distillation experiments behind the book's numbers, run on the RAG test bed.
+
+    make experiments                          # all four (see EXPERIMENTS), about an hour on 2 cores
+    ragcomp-lab experiments sweep             # one of them
+
+Each writes results/<name>.json (date, machine, command, the exact configs, one row per run, the
+test answers) and results/<name>.csv (the same rows, no answers), atomically. The chapters read
+these files (`read`): a book build cannot rerun them, and nobody types the numbers in.
+
+Every student is distilled from the top-k cache of the teacher's next-token distributions on
+the train split (`rl.data.soft_targets`, built once, about 8 min) and scored on the 150 held-out
+test questions, answered greedily.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from . import _validate, models
+from .bench import latency
+from .config import DistillConfig
+from .faithfulness import faithfulness
+from .qa_metrics import answer_quality
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+TOPK = 32
+# Which teacher layers a student keeps: first and last layers, chosen by the fresh students'
+# answer cross-entropy on 16 train rows (keeping the ends beat evenly spaced layers at 6 and 10).
+LAYERS = {3: [0, 28, 29], 6: [0, 1, 2, 27, 28, 29], 10: [0, 1, 2, 3, 4, 5, 6, 27, 28, 29]}
+STUDENT = 6  # the student of the KD-versus-no-teacher, sweep and feature/relation experiments
+BASE = DistillConfig(T=2.0, alpha=0.5, steps=100, batch_size=8, lr=1e-3, warmup_steps=5, target="answer")
+SWEEP_STEPS = 40  # the sweep's smaller budget
+SEEDS = (0, 1, 2)
+LONG_STEPS = 400  # the floor attempt: about 15 minutes on 2 cores
+FLOORS = {"non_embedding_reduction": 4.0, "decode_speedup": 3.0, "f1_retained": 0.9}
+
+
+class Bed:
+    """The teacher, the splits and the top-k cache, loaded once for a series of runs."""
+
+    def __init__(self, teacher, tok, train, test, cache_path=None):
+        if "teacher_answer" not in test.column_names:
+            raise ValueError("the test split needs a teacher_answer column (rl.data.with_teacher_answers)")
+        self.teacher, self.tok, self.train, self.test, self.cache_path = teacher, tok, train, test, cache_path
+        self._soft = None
+        self.runs = {}  # a run is deterministic: the same student and config are trained once
+
+    @classmethod
+    def default(cls, seed: int = 0) -> "Bed":
+        """The shipped teacher on the default test bed, its top-k cache kept under the user cache."""
+        from .data import rag_splits, with_teacher_answers
+
+        teacher, tok = models.load_teacher()
+        splits = rag_splits(seed=seed)
+        path = models.cache_dir() / "soft-targets" / f"train-answer-top{TOPK}.safetensors"
+        return cls(teacher, tok, splits["train"], with_teacher_answers(splits["test"]), path)
+
+    @property
+    def soft_targets(self):
+        from .data import soft_targets
+
+        if self._soft is None:
+            self._soft = soft_targets(self.teacher, self.tok, self.train, column="answer", k=TOPK, path=self.cache_path)
+        return self._soft
+
+
+def answer_perplexity(model, tok, rows, batch_size: int = 16) -> float:
+    """exp(mean cross-entropy) of the gold answers' tokens given the prompts, on the answerable
+    rows: smooth where F1 is all or nothing, so it shows progress before answers come out right."""
+    from .data.encode import IGNORE, collate, encode_pair
+    from .distill import answer_logits
+
+    pairs = [encode_pair(tok, p, a) for p, a, k in zip(rows["prompt"], rows["answer"], rows["kind"]) if k != "unanswerable"]
+    if not pairs:
+        raise ValueError("no answerable rows: the answer perplexity needs at least one")
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        batch = collate(pairs[start:start + batch_size], tok.pad_token_id)
+        labels = batch["labels"][:, 1:]
+        with torch.inference_mode():
+            logits = answer_logits(model, batch)[0].float()
+        total += torch.nn.functional.cross_entropy(logits, labels[labels != IGNORE], reduction="sum").item()
+        count += int((labels != IGNORE).sum())
+    return math.exp(total / count)
+
+
+def answer_metrics(answers: list[str], rows) -> dict[str, float]:
+    """F1 / EM / ROUGE-L on the answerable questions, faithfulness to the retrieved passages,
+    refusals, and hallucinations (answers to unanswerable questions)."""
+    q = answer_quality(answers, rows["answer"], rows["kind"])
+    f = faithfulness(answers, rows["passages"], rows["kind"])
+    return {"f1": q["f1_answerable"], "em": q["em_answerable"], "rouge_l": q["rouge_l_answerable"],
+            "f1_single_fact": q.get("f1_single_fact"), "f1_two_hop": q.get("f1_two_hop"),
+            "faithfulness": f["faithfulness"], "unsupported_rate": f["unsupported_rate"],
+            "hallucination_rate": f.get("hallucination_rate"),
+            "refusal_rate": q.get("refusal_rate_unanswerable"), "false_refusal_rate": q["false_refusal_rate"]}
+
+
+def decode_ms_per_token(model, tok, prompt: str, new_tokens: int = 32, repeat: int = 3) -> float:
+    """Greedy decoding cost per generated token (ms): median of `repeat` runs after a warm-up,
+    `new_tokens` tokens forced (no early stop), prompt included as in real use."""
+    _validate.positive_int("new_tokens", new_tokens)
+    batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    run = lambda: model.generate(**batch, do_sample=False, min_new_tokens=new_tokens,  # noqa: E731
+                                 max_new_tokens=new_tokens, pad_token_id=tok.pad_token_id)
+    return 1e3 * latency(run, warmup=1, repeat=repeat).median / new_tokens
+
+
+def train_student(bed: Bed, n_layers: int, cfg: DistillConfig, live: bool = False):
+    """(student, History): a layer-dropped student distilled with `cfg` (from the top-k cache, or
+    from the live teacher when `live`, which feature and relation losses need)."""
+    from .distill import distill
+
+    student = models.make_student(bed.teacher, keep_layers=LAYERS[n_layers])
+    soft = None if live else bed.soft_targets  # with alpha = 1 the cached soft loss is logged, never used
+    history = distill(bed.teacher, student, bed.train, cfg, tok=bed.tok, soft_targets=soft)
+    return student, history
+
+
+def score(bed: Bed, model) -> tuple[list[str], dict[str, float]]:
+    from .data import teacher_answers
+
+    answers = teacher_answers(model, bed.tok, bed.test, batch_size=16)
+    return answers, answer_metrics(answers, bed.test) | {"answer_perplexity": answer_perplexity(model, bed.tok, bed.test)}
+
+
+def run_row(bed: Bed, n_layers: int, cfg: DistillConfig, live: bool = False, **extra) -> dict:
+    """Train one student, score it: one row of a result table (its answers under "answers")."""
+    key = json.dumps([n_layers, cfg.to_dict(), live])
+    if key in bed.runs:
+        return {**bed.runs[key], **extra}
+    student, history = train_student(bed, n_layers, cfg, live)
+    answers, metrics = score(bed, student)
+    last = history.losses[-1]
+    row = {**extra, "n_layers": n_layers, "seed": cfg.seed, "T": cfg.T, "alpha": cfg.alpha, "steps": cfg.steps,
+            "feature_weight": cfg.feature_weight, "relation_weight": cfg.relation_weight,
+            "train_seconds": round(history.seconds, 1), "final_total": last["total"], "final_hard": last["hard"],
+            "final_soft": last["soft"], **metrics, "answers": answers}
+    bed.runs[key] = row
+    return row
+
+
+def teacher_row(bed: Bed) -> dict:
+    """The teacher's shipped test answers, scored like a student's."""
+    answers = bed.test["teacher_answer"]
+    return {"model": "teacher", "n_layers": bed.teacher.config.num_hidden_layers, **answer_metrics(answers, bed.test),
+            "answer_perplexity": answer_perplexity(bed.teacher, bed.tok, bed.test), "answers": answers}
+
+
+# --- the experiments -------------------------------------------------------------------------
+
+def kd_vs_hard(bed: Bed) -> tuple[list[dict], dict]:
+    """The same student, steps and data: hard labels alone (alpha = 1) against distillation."""
+    rows = [teacher_row(bed)]
+    for seed in SEEDS:
+        for name, cfg in (("no teacher", dataclasses.replace(BASE, alpha=1.0, T=1.0, seed=seed)),
+                          ("distilled", dataclasses.replace(BASE, seed=seed))):
+            rows.append(run_row(bed, STUDENT, cfg, model=name))
+    return rows, {"configs": {"no teacher": "BASE with alpha=1, T=1", "distilled": "BASE"}, "seeds": list(SEEDS)}
+
+
+def sweep(bed: Bed) -> tuple[list[dict], dict]:
+    """T x alpha at a small budget and one seed. alpha = 1 never reads the teacher, so T cannot
+    change it: that column is trained once and shown for every T."""
+    rows = []
+    hard = None
+    for alpha in (0.0, 0.5, 1.0):
+        for T in (1.0, 2.0, 4.0, 8.0):
+            cfg = dataclasses.replace(BASE, T=T, alpha=alpha, steps=SWEEP_STEPS)
+            if alpha == 1.0 and hard is not None:
+                rows.append({**hard, "T": T, "shared_with_T": hard["T"]})
+                continue
+            rows.append(run_row(bed, STUDENT, cfg, model=f"T={T:g}, alpha={alpha:g}"))
+            hard = rows[-1] if alpha == 1.0 else hard
+    return rows, {"steps": SWEEP_STEPS}
+
+
+def _teacher_size_row(bed: Bed) -> dict:
+    if "teacher_size" not in bed.runs:
+        t_params = models.param_counts(bed.teacher)
+        bed.runs["teacher_size"] = {**teacher_row(bed), **{f"{k}_params": v for k, v in t_params.items()},
+                                    "decode_ms_per_token": decode_ms_per_token(bed.teacher, bed.tok, bed.test["prompt"][0])}
+    return bed.runs["teacher_size"]
+
+
+def student_size_row(bed: Bed, n_layers: int, cfg: DistillConfig, **extra) -> list[dict]:
+    """[teacher row, student row]: quality, parameters and decoding latency, and the ratios."""
+    teacher = _teacher_size_row(bed)
+    row = run_row(bed, n_layers, cfg, **extra)
+    student = models.make_student(bed.teacher, keep_layers=LAYERS[n_layers])  # same shape: the same cost
+    params = models.param_counts(student)
+    ms = decode_ms_per_token(student, bed.tok, bed.test["prompt"][0])
+    return [teacher, {**row, **{f"{k}_params": v for k, v in params.items()}, "decode_ms_per_token": ms,
+                      "non_embedding_reduction": teacher["non_embedding_params"] / params["non_embedding"],
+                      "decode_speedup": teacher["decode_ms_per_token"] / ms, "f1_retained": row["f1"] / teacher["f1"],
+                      "rouge_l_retained": row["rouge_l"] / teacher["rouge_l"]}]
+
+
+def student_size(bed: Bed) -> tuple[list[dict], dict]:
+    """Keep 3, 6 and 10 of the 30 layers: quality retained, parameters, decoding latency."""
+    rows = [_teacher_size_row(bed)] + [student_size_row(bed, n, BASE, model=f"{n} layers")[1] for n in sorted(LAYERS)]
+    return rows, {"layers": LAYERS, "decode": "greedy, 32 new tokens after test prompt 0, median of 3", "floors": FLOORS}
+
+
+def feature_relation(bed: Bed) -> tuple[list[dict], dict]:
+    """Feature- and relation-based losses, each added to response-based KD, at equal budget.
+    Both read the teacher's hidden states, so every run here uses the live teacher."""
+    runs = {"response": {}, "+ feature": {"feature_weight": 1.0}, "+ relation": {"relation_weight": 1.0}}
+    rows = [run_row(bed, STUDENT, dataclasses.replace(BASE, **kw), live=True, model=name) for name, kw in runs.items()]
+    return rows, {"live_teacher": True, "weights": runs}
+
+
+def long_run(bed: Bed) -> tuple[list[dict], dict]:
+    """The floor attempt: the 6-layer student (about 5x fewer non-embedding parameters) with
+    LONG_STEPS steps, against the floors of >= 90% of the teacher's F1 and >= 3x faster decoding."""
+    size = student_size_row(bed, STUDENT, dataclasses.replace(BASE, steps=LONG_STEPS), model=f"{STUDENT} layers, long")
+    return size, {"steps": LONG_STEPS, "floors": FLOORS}
+
+
+EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "sweep": sweep, "student_size": student_size,
+               "feature_relation": feature_relation, "long_run": long_run}
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: float | None = None) -> Path:
+    """results/<name>.json (everything) and results/<name>.csv (the rows without answers), atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"experiment": name, "command": f"ragcomp-lab experiments {name}",
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": machine(), "seconds": seconds, "base_config": BASE.to_dict(), "topk": TOPK, **info, "rows": rows}
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    columns = list(dict.fromkeys(k for r in rows for k in r if k != "answers"))
+    tmp = out_dir / f"{name}.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out_dir / f"{name}.csv")
+    return path
+
+
+def read(name: str, out_dir=RESULTS) -> dict:
+    """The document an experiment wrote: its rows, config, machine, date and command."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"no experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
+    path = Path(out_dir) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `ragcomp-lab experiments {name}` (or make experiments)")
+    return json.loads(path.read_text())
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation; 0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def run(names=None, out_dir=RESULTS) -> list[Path]:
+    """Run the named experiments (all by default), each written as soon as it ends."""
+    names = list(names or EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"no experiment {unknown[0]!r}: choose from {', '.join(EXPERIMENTS)}")
+    bed, paths = Bed.default(), []
+    for name in names:
+        began = time.perf_counter()
+        rows, info = EXPERIMENTS[name](bed)
+        paths.append(write(name, rows, info, out_dir, round(time.perf_counter() - began, 1)))
+        print(f"{name}: {paths[-1]}", flush=True)
+    return paths
