@@ -38,10 +38,10 @@ TOPK = 32
 # answer cross-entropy on 16 train rows (keeping the ends beat evenly spaced layers at 6 and 10).
 LAYERS = {3: [0, 28, 29], 6: [0, 1, 2, 27, 28, 29], 10: [0, 1, 2, 3, 4, 5, 6, 27, 28, 29]}
 STUDENT = 6  # the student of the KD-versus-no-teacher, sweep and feature/relation experiments
-BASE = DistillConfig(T=2.0, alpha=0.5, steps=100, batch_size=8, lr=1e-3, warmup_steps=5, target="answer")
-SWEEP_STEPS = 40  # the sweep's smaller budget
+BASE = DistillConfig(T=2.0, alpha=0.5, steps=60, batch_size=8, lr=1e-3, warmup_steps=5, target="answer")
+SWEEP_STEPS = 30  # the sweep's smaller budget
 SEEDS = (0, 1, 2)
-LONG_STEPS = 400  # the floor attempt: about 15 minutes on 2 cores
+LONG_STEPS = 300  # the floor attempt: about 12 minutes on 2 cores
 FLOORS = {"non_embedding_reduction": 4.0, "decode_speedup": 3.0, "f1_retained": 0.9}
 
 
@@ -215,9 +215,11 @@ def student_size(bed: Bed) -> tuple[list[dict], dict]:
 def feature_relation(bed: Bed) -> tuple[list[dict], dict]:
     """Feature- and relation-based losses, each added to response-based KD, at equal budget.
     Both read the teacher's hidden states, so every run here uses the live teacher."""
-    runs = {"response": {}, "+ feature": {"feature_weight": 1.0}, "+ relation": {"relation_weight": 1.0}}
-    rows = [run_row(bed, STUDENT, dataclasses.replace(BASE, **kw), live=True, model=name) for name, kw in runs.items()]
-    return rows, {"live_teacher": True, "weights": runs}
+    runs = {"response": {}, "+ feature": {"feature_weight": 1.0, "feature_kind": "cosine"},
+            "+ relation": {"relation_weight": 1.0}}
+    rows = [run_row(bed, STUDENT, dataclasses.replace(BASE, steps=SWEEP_STEPS, **kw), live=True, model=name)
+            for name, kw in runs.items()]
+    return rows, {"live_teacher": True, "steps": SWEEP_STEPS, "weights": runs}
 
 
 def long_run(bed: Bed) -> tuple[list[dict], dict]:
@@ -227,7 +229,7 @@ def long_run(bed: Bed) -> tuple[list[dict], dict]:
     return size, {"steps": LONG_STEPS, "floors": FLOORS}
 
 
-EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "sweep": sweep, "student_size": student_size,
+EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": sweep,
                "feature_relation": feature_relation, "long_run": long_run}
 
 

@@ -241,3 +241,26 @@ def size_tradeoff(rows: list[dict]) -> go.Figure:
                       xaxis_title="decoding speed-up over the teacher (x)", yaxis=dict(title="% of the teacher", range=[0, 110]),
                       height=420, margin=dict(t=60, b=40))
     return fig
+
+
+def similarity_maps(maps: dict, labels=None) -> go.Figure:
+    """maps: name -> (L, L) token-to-token cosine similarity; side-by-side heatmaps on one colour scale."""
+    fig = make_subplots(1, len(maps), subplot_titles=list(maps), horizontal_spacing=0.08)
+    for col, m in enumerate(maps.values(), start=1):
+        m = torch.as_tensor(m).float()
+        ticks = list(labels) if labels is not None else list(range(len(m)))
+        fig.add_trace(go.Heatmap(z=m.tolist(), x=ticks, y=ticks, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
+                                 showscale=col == len(maps), colorbar=dict(title="cos")), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    fig.update_layout(title="Token-to-token similarity: what relation-based distillation matches", height=460,
+                      margin=dict(t=80, b=40))
+    return fig
+
+
+def layer_losses(table: dict) -> go.Figure:
+    """table: loss name -> {student layer label: value}; one line per loss over the mapped layers."""
+    fig = go.Figure([go.Scatter(x=list(v), y=list(v.values()), name=name, mode="lines+markers")
+                     for name, v in table.items()])
+    fig.update_layout(title="Feature and relation losses per mapped layer (fresh student)", xaxis_title="student layer <- teacher layer",
+                      yaxis=dict(title="loss", type="log"), height=380, margin=dict(t=60, b=40))
+    return fig

@@ -1,3 +1,4 @@
+import pytest
 import math
 
 import plotly.graph_objects as go
@@ -126,3 +127,40 @@ def test_live_loss_curve_follows_the_history():
     import pytest
     with pytest.raises(ValueError, match="every=0"):
         widgets.LiveLossCurve(every=0)
+
+
+def test_loss_curves_draw_each_logged_part():
+    from ragcomp_lab.distill import History
+
+    h = History(losses=[{"step": i + 1, "total": 3.0 - i, "hard": 2.0, "soft": 4.0 - i, "lr": 1e-3} for i in range(3)])
+    fig = viz.loss_curves(h)
+    assert [t.name for t in fig.data] == ["total", "hard", "soft"]
+    assert list(fig.data[0].x) == [1, 2, 3] and list(fig.data[2].y) == [4.0, 3.0, 2.0]
+
+
+def test_seed_bars_show_mean_and_standard_deviation_with_the_reference():
+    fig = viz.seed_bars({"no teacher": {"f1": [0.1, 0.3]}, "distilled": {"f1": [0.4, 0.6]}}, {"f1": 0.9})
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.name for b in bars] == ["no teacher", "distilled"]
+    assert bars[1].y[0] == pytest.approx(50) and bars[1].error_y.array[0] == pytest.approx(100 * 0.1414, rel=1e-3)
+    assert fig.data[-1].name == "teacher" and fig.data[-1].y[0] == pytest.approx(90)
+
+
+def test_size_tradeoff_places_each_student_by_speedup_and_quality_kept():
+    rows = [{"n_layers": n, "decode_speedup": s, "f1_retained": f, "rouge_l_retained": f, "non_embedding_params": p}
+            for n, s, f, p in [(3, 6.0, 0.1, 10e6), (6, 3.4, 0.3, 21e6)]]
+    fig = viz.size_tradeoff(rows)
+    assert list(fig.data[0].x) == [6.0, 3.4] and list(fig.data[0].y) == [10.0, 30.0]
+    assert list(fig.data[0].text) == ["3 layers", "6 layers"]
+
+
+def test_similarity_maps_share_one_colour_scale():
+    a = rl.losses.token_similarity(torch.randn(1, 5, 8))[0]
+    fig = viz.similarity_maps({"teacher": a, "student": a * 0.5}, labels=list("abcde"))
+    assert [t.zmin for t in fig.data] == [-1, -1] and [t.zmax for t in fig.data] == [1, 1]
+    assert fig.data[0].z[2][2] == pytest.approx(1.0, abs=1e-6) and list(fig.data[1].x) == list("abcde")
+
+
+def test_layer_losses_one_line_per_loss():
+    fig = viz.layer_losses({"feature": {"0<-0": 0.1, "1<-6": 0.5}, "relation": {"0<-0": 0.01, "1<-6": 0.2}})
+    assert [t.name for t in fig.data] == ["feature", "relation"] and list(fig.data[0].x) == ["0<-0", "1<-6"]
