@@ -8,8 +8,9 @@ Per step, on the answer tokens only:
 L_student is the cross-entropy against cfg.target ("answer": gold; "teacher_answer": the teacher's
 own answer, i.e. sequence-level KD); L_KD the KL at temperature T against the teacher's
 next-token distribution, scaled by T^2: live, or from a top-k cache (`soft_targets`, made by
-rl.data.soft_targets) with the tail merged into one "rest" bucket (losses.topk_kd_kl). The LM head runs only at the answer positions: on a
-49,152-token vocabulary it is most of a small student's compute.
+rl.data.soft_targets) with the tail merged into one "rest" bucket (losses.topk_kd_kl). The LM
+head runs only at the answer positions: on a 49,152-token vocabulary it is most of a small
+student's compute.
 """
 from __future__ import annotations
 

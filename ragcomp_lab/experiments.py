@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -41,19 +42,20 @@ STUDENT = 6  # the student of the KD-versus-no-teacher, sweep and feature/relati
 BASE = DistillConfig(T=2.0, alpha=0.5, steps=60, batch_size=8, lr=1e-3, warmup_steps=5, target="answer")
 SWEEP_STEPS = 30  # the sweep's smaller budget
 SEEDS = (0, 1, 2)
-LONG_STEPS = 300  # the floor attempt: about 12 minutes on 2 cores
+LONG_STEPS = 200  # the floor attempt: about 10 minutes on 2 cores
 FLOORS = {"non_embedding_reduction": 4.0, "decode_speedup": 3.0, "f1_retained": 0.9}
 
 
 class Bed:
     """The teacher, the splits and the top-k cache, loaded once for a series of runs."""
 
-    def __init__(self, teacher, tok, train, test, cache_path=None):
+    def __init__(self, teacher, tok, train, test, cache_path=None, runs_dir=None):
         if "teacher_answer" not in test.column_names:
             raise ValueError("the test split needs a teacher_answer column (rl.data.with_teacher_answers)")
         self.teacher, self.tok, self.train, self.test, self.cache_path = teacher, tok, train, test, cache_path
         self._soft = None
         self.runs = {}  # a run is deterministic: the same student and config are trained once
+        self.runs_dir = runs_dir  # where finished runs are kept, so an interrupted series resumes
 
     @classmethod
     def default(cls, seed: int = 0) -> "Bed":
@@ -63,7 +65,8 @@ class Bed:
         teacher, tok = models.load_teacher()
         splits = rag_splits(seed=seed)
         path = models.cache_dir() / "soft-targets" / f"train-answer-top{TOPK}.safetensors"
-        return cls(teacher, tok, splits["train"], with_teacher_answers(splits["test"]), path)
+        return cls(teacher, tok, splits["train"], with_teacher_answers(splits["test"]), path,
+                   models.cache_dir() / "experiment-runs")
 
     @property
     def soft_targets(self):
@@ -136,7 +139,10 @@ def score(bed: Bed, model) -> tuple[list[str], dict[str, float]]:
 
 def run_row(bed: Bed, n_layers: int, cfg: DistillConfig, live: bool = False, **extra) -> dict:
     """Train one student, score it: one row of a result table (its answers under "answers")."""
-    key = json.dumps([n_layers, cfg.to_dict(), live])
+    key = json.dumps([n_layers, LAYERS[n_layers], cfg.to_dict(), live, TOPK])
+    saved = Path(bed.runs_dir) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json" if bed.runs_dir else None
+    if key not in bed.runs and saved is not None and saved.is_file():
+        bed.runs[key] = json.loads(saved.read_text())
     if key in bed.runs:
         return {**bed.runs[key], **extra}
     student, history = train_student(bed, n_layers, cfg, live)
@@ -147,12 +153,17 @@ def run_row(bed: Bed, n_layers: int, cfg: DistillConfig, live: bool = False, **e
             "train_seconds": round(history.seconds, 1), "final_total": last["total"], "final_hard": last["hard"],
             "final_soft": last["soft"], **metrics, "answers": answers}
     bed.runs[key] = row
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row))
+        os.replace(tmp, saved)
     return row
 
 
 def teacher_row(bed: Bed) -> dict:
     """The teacher's shipped test answers, scored like a student's."""
-    answers = bed.test["teacher_answer"]
+    answers = list(bed.test["teacher_answer"])
     return {"model": "teacher", "n_layers": bed.teacher.config.num_hidden_layers, **answer_metrics(answers, bed.test),
             "answer_perplexity": answer_perplexity(bed.teacher, bed.tok, bed.test), "answers": answers}
 

@@ -41,8 +41,8 @@ def faithfulness(answers: list[str], passages: list[list[str]], kinds: list[str]
         raise ValueError(f"need equal, non-zero numbers of answers, passage lists and kinds: got {len(answers)}, "
                          f"{len(passages)}, {'-' if kinds is None else len(kinds)}")
     scores = [s for s in map(lexical_support, answers, passages) if s is not None]
-    out = {"faithfulness": sum(scores) / len(scores) if scores else float("nan"),
-           "unsupported_rate": sum(s < 1 for s in scores) / len(scores) if scores else float("nan"),
+    out = {"faithfulness": sum(scores) / len(scores) if scores else None,  # None: no answer asserted anything
+           "unsupported_rate": sum(s < 1 for s in scores) / len(scores) if scores else None,
            "asserting": len(scores) / len(answers)}
     if kinds is not None:
         unanswerable = [a for a, k in zip(answers, kinds) if k == "unanswerable"]

@@ -153,16 +153,20 @@ def accuracy_bars(results: dict) -> go.Figure:
     return fig
 
 
-def sweep_heatmap(table: list[dict], value: str = "accuracy") -> go.Figure:
-    """table rows {T, alpha, value}: a heatmap of value over the T x alpha grid."""
+def sweep_heatmap(table: list[dict], value: str = "accuracy", percent: bool = True, reverse: bool = False) -> go.Figure:
+    """table rows {T, alpha, value}: a heatmap of value over the T x alpha grid (in % when
+    `percent`; `reverse` when lower is better, e.g. a perplexity)."""
     Ts = sorted({r["T"] for r in table})
     alphas = sorted({r["alpha"] for r in table})
     cell = {(r["T"], r["alpha"]): r[value] for r in table}
-    z = [[100 * cell[(T, a)] for T in Ts] for a in alphas]
+    z = [[(100 if percent else 1) * cell[(T, a)] for T in Ts] for a in alphas]
+    unit = " (%)" if percent else ""
     fig = go.Figure(go.Heatmap(x=[f"{T:g}" for T in Ts], y=[f"{a:g}" for a in alphas], z=z, colorscale="Viridis",
                                text=[[f"{v:.1f}" for v in row] for row in z], texttemplate="%{text}",
-                               colorbar=dict(title="%")))
-    fig.update_layout(title=f"Student test {value} (%) over T and alpha", xaxis_title="T",
+                               colorbar=dict(title=unit.strip(" ()") or value)))
+    if reverse:
+        fig.update_traces(reversescale=True)
+    fig.update_layout(title=f"Student test {value}{unit} over T and alpha", xaxis_title="T",
                       yaxis_title="alpha (weight of the hard loss)", height=400, margin=dict(t=60, b=40))
     return fig
 

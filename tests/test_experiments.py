@@ -28,13 +28,15 @@ def small(monkeypatch):
     monkeypatch.setattr(experiments, "SWEEP_STEPS", 1)
 
 
-def test_kd_vs_hard_trains_both_arms_on_every_seed_and_scores_the_teacher(bed, small):
+def test_kd_vs_hard_trains_both_arms_on_every_seed_and_scores_the_teacher(bed, small, tmp_path):
     rows, info = experiments.kd_vs_hard(bed)
     assert [r["model"] for r in rows] == ["teacher", "no teacher", "distilled", "no teacher", "distilled"]
     assert [r.get("seed") for r in rows[1:]] == [0, 0, 1, 1]
     assert all(r["alpha"] == 1.0 for r in rows if r["model"] == "no teacher")
     assert all(len(r["answers"]) == 6 and 0 <= r["f1"] <= 1 for r in rows)
-    assert rows[0]["answers"] == bed.test["teacher_answer"] and info["seeds"] == [0, 1]
+    assert rows[0]["answers"] == list(bed.test["teacher_answer"]) and info["seeds"] == [0, 1]
+    experiments.write("kd_vs_hard", rows, info, tmp_path)  # every value is plain JSON
+    assert experiments.read("kd_vs_hard", tmp_path)["rows"] == rows
 
 
 def test_sweep_covers_the_grid_and_trains_the_teacherless_column_once(bed, small):
@@ -95,3 +97,13 @@ def test_a_repeated_run_is_trained_once(bed, small):
     a = experiments.run_row(bed, 1, experiments.BASE, model="x")
     b = experiments.run_row(bed, 1, experiments.BASE, model="y")
     assert b["model"] == "y" and {k: v for k, v in a.items() if k != "model"} == {k: v for k, v in b.items() if k != "model"}
+
+
+def test_finished_runs_are_kept_on_disk_and_an_interrupted_series_resumes(bed, small, tmp_path, monkeypatch):
+    monkeypatch.setattr(bed, "runs", {})
+    monkeypatch.setattr(bed, "runs_dir", tmp_path)
+    a = experiments.run_row(bed, 1, experiments.BASE, model="x")
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    monkeypatch.setattr(bed, "runs", {})  # a new process: only the disk remembers
+    monkeypatch.setattr(experiments, "train_student", lambda *a, **k: pytest.fail("trained again"))
+    assert experiments.run_row(bed, 1, experiments.BASE, model="x") == a

@@ -40,3 +40,8 @@ def test_faithfulness_aggregates_and_counts_hallucinated_answers_to_unanswerable
 def test_bad_input_is_clear(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_with_nothing_asserted_faithfulness_is_none_not_a_number():
+    out = faithfulness(["The context does not say."], [PASSAGES])
+    assert out["faithfulness"] is None and out["unsupported_rate"] is None and out["asserting"] == 0
