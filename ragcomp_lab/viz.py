@@ -220,12 +220,14 @@ def seed_bars(groups: dict, reference: dict | None = None, reference_name: str =
     metrics = list(next(iter(groups.values())))
     fig = go.Figure()
     for name, row in groups.items():
-        means = [statistics.mean(row[m]) for m in metrics]
-        sds = [statistics.stdev(row[m]) if len(row[m]) > 1 else 0.0 for m in metrics]
+        kept = {m: [v for v in row[m] if v is not None] for m in metrics}  # None: the metric did not apply
+        means = [statistics.mean(kept[m]) if kept[m] else math.nan for m in metrics]
+        sds = [statistics.stdev(kept[m]) if len(kept[m]) > 1 else 0.0 for m in metrics]
         fig.add_bar(name=name, x=metrics, y=[100 * m for m in means], error_y=dict(type="data", array=[100 * s for s in sds]),
                     text=[f"{100 * m:.1f}" for m in means], textposition="inside")
     if reference:
-        fig.add_scatter(x=metrics, y=[100 * reference[m] for m in metrics], name=reference_name, mode="markers",
+        fig.add_scatter(x=metrics, y=[100 * reference[m] if reference[m] is not None else math.nan for m in metrics],
+                        name=reference_name, mode="markers",
                         marker=dict(symbol="line-ew", size=40, line=dict(width=3, color="black")))
     n = len(next(iter(next(iter(groups.values())).values())))
     fig.update_layout(barmode="group", title=f"Test answers (%): mean of {n} seeds, whiskers ± 1 standard deviation",

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 
@@ -83,13 +84,15 @@ def test_unknown_or_missing_experiments_are_named(tmp_path):
 
 def test_spread_is_mean_and_sample_sd():
     assert experiments.spread([1.0, 2.0, 3.0]) == (2.0, 1.0)
-    assert experiments.spread([0.5]) == (0.5, 0.0)
+    assert experiments.spread([0.5, None]) == (0.5, 0.0)  # None: the metric did not apply to that run
+    assert all(math.isnan(v) for v in experiments.spread([None]))
 
 
 def test_long_run_reports_the_floor_ratios(bed, small, monkeypatch):
     monkeypatch.setattr(experiments, "LONG_STEPS", 3)
     rows, info = experiments.long_run(bed)
-    assert [r["model"] for r in rows] == ["teacher", "1 layers, long"] and rows[1]["steps"] == 3
+    assert [r["model"] for r in rows] == ["teacher", "distilled", "no teacher"] and rows[1]["steps"] == rows[2]["steps"] == 3
+    assert rows[2]["alpha"] == 1.0
     assert set(info["floors"]) <= set(rows[1]) and rows[0]["answer_perplexity"] > 1
 
 

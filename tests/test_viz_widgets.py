@@ -144,6 +144,8 @@ def test_seed_bars_show_mean_and_standard_deviation_with_the_reference():
     assert [b.name for b in bars] == ["no teacher", "distilled"]
     assert bars[1].y[0] == pytest.approx(50) and bars[1].error_y.array[0] == pytest.approx(100 * 0.1414, rel=1e-3)
     assert fig.data[-1].name == "teacher" and fig.data[-1].y[0] == pytest.approx(90)
+    skip = viz.seed_bars({"a": {"f1": [0.2, None]}})  # None: not applicable on that seed
+    assert skip.data[0].y[0] == pytest.approx(20)
 
 
 def test_size_tradeoff_places_each_student_by_speedup_and_quality_kept():
