@@ -289,7 +289,8 @@ def read(name: str, out_dir=RESULTS) -> dict:
         raise ValueError(f"no experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
     path = Path(out_dir) / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `ragcomp-lab experiments {name}` (or make experiments)")
+        raise FileNotFoundError(f"no {path.name} among the results: run `ragcomp-lab experiments {name}` "
+                                f"(or make experiments)")
     return json.loads(path.read_text())
 
 
