@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
 import math
 import os
@@ -157,10 +158,7 @@ def run_row(bed: Bed, n_layers: int, cfg: DistillConfig, live: bool = False, **e
             "final_soft": last["soft"], **metrics, "answers": answers}
     bed.runs[key] = row
     if saved is not None:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = saved.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row))
-        os.replace(tmp, saved)
+        _write_atomic(saved, json.dumps(row))
     return row
 
 
@@ -262,6 +260,16 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file and rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: float | None = None) -> Path:
     """results/<name>.json (everything) and results/<name>.csv (the rows without answers), atomically."""
     out_dir = Path(out_dir)
@@ -269,17 +277,13 @@ def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: flo
     doc = {"experiment": name, "command": f"ragcomp-lab experiments {name}",
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine(), "seconds": seconds, "base_config": BASE.to_dict(), "topk": TOPK, **info, "rows": rows}
-    path = out_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    path = _write_atomic(out_dir / f"{name}.json", json.dumps(doc, indent=1) + "\n")
     columns = list(dict.fromkeys(k for r in rows for k in r if k != "answers"))
-    tmp = out_dir / f"{name}.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out_dir / f"{name}.csv")
+    table = io.StringIO()
+    w = csv.DictWriter(table, columns, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(rows)
+    _write_atomic(out_dir / f"{name}.csv", table.getvalue())
     return path
 
 
