@@ -3,6 +3,9 @@ from . import data, diagram, digits, models, qa_metrics, quant
 from .config import DistillConfig, QuantConfig
 from .distill import Callback, History, distill
 from .losses import LossParts, distillation_loss, feature_loss, feature_projection, kd_kl, relation_loss, topk_kd_kl
+from .quant.api import quantize
+from .quant.linear import QuantLinear
+from .quant.serialize import load, save
 from .softmax import entropy, log_softmax_t, softmax_t
 
 __version__ = "0.1.0"
@@ -10,5 +13,6 @@ __all__ = [
     "DistillConfig", "QuantConfig", "LossParts", "distill", "History", "Callback",
     "softmax_t", "log_softmax_t", "entropy",
     "kd_kl", "topk_kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
+    "quantize", "save", "load", "QuantLinear",
     "quant", "diagram", "digits", "data", "models", "qa_metrics",
 ]

@@ -63,11 +63,17 @@ class DistillConfig:
 class QuantConfig:
     """How to quantize a model; `bits` defaults to 8 (16 for the float modes)."""
 
+    OBSERVERS = ("minmax", "moving_average", "percentile", "mse")  # class constants, not fields
+    SCALE_DTYPES = ("float16", "float32")
+
     bits: int | None = None  # 2..8 for integer modes; 16 for fp16 / bf16
     mode: str = "weight_only"  # one of MODES
     symmetric: bool = True  # symmetric: Z = 0, signed codes; affine: Z shifts the range, unsigned codes
     granularity: str = "per_channel"  # per_tensor | per_channel | per_group
     group_size: int | None = None  # values sharing one scale with per_group (typically 32..128)
+    skip: tuple | None = None  # modules kept in float (names, prefixes, globs); None: the mode's default
+    observer: str = "minmax"  # how calibration turns observed values into a range (static mode)
+    scale_dtype: str = "float16"  # storage of weight-only scales: float16 (as GGUF/GPTQ) or float32
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -90,6 +96,18 @@ class QuantConfig:
             _validate.positive_int("group_size", self.group_size)
         elif self.group_size is not None:
             raise ValueError(f"group_size={self.group_size!r} is only allowed with granularity='per_group'")
+        if self.skip is not None:
+            if isinstance(self.skip, str) or not isinstance(self.skip, (tuple, list)) or not all(
+                    isinstance(n, str) and n for n in self.skip):
+                raise ValueError(f"skip={self.skip!r} is not allowed: give a tuple of module names, e.g. "
+                                 f"('lm_head',) or ('*.mlp.down_proj',), or None for the mode's default")
+            self.skip = tuple(self.skip)  # a list (from JSON) becomes a tuple
+        if self.observer not in self.OBSERVERS:
+            raise ValueError(f"observer={self.observer!r} is not supported: use one of "
+                             f"{', '.join(self.OBSERVERS)}")
+        if self.scale_dtype not in self.SCALE_DTYPES:
+            raise ValueError(f"scale_dtype={self.scale_dtype!r} is not supported: use one of "
+                             f"{', '.join(self.SCALE_DTYPES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
