@@ -2,6 +2,8 @@
 from . import data, diagram, digits, models, qa_metrics, quant
 from .config import DistillConfig, QuantConfig
 from .distill import Callback, History, distill
+from .evaluation import evaluate
+from .report import QualityBar, QualityBarError, Report
 from .losses import LossParts, distillation_loss, feature_loss, feature_projection, kd_kl, relation_loss, topk_kd_kl
 from .quant.api import quantize
 from .quant.linear import QuantLinear
@@ -13,6 +15,6 @@ __all__ = [
     "DistillConfig", "QuantConfig", "LossParts", "distill", "History", "Callback",
     "softmax_t", "log_softmax_t", "entropy",
     "kd_kl", "topk_kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
-    "quantize", "save", "load", "QuantLinear",
+    "quantize", "save", "load", "QuantLinear", "evaluate", "Report", "QualityBar", "QualityBarError",
     "quant", "diagram", "digits", "data", "models", "qa_metrics",
 ]

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from . import _validate, models
-from .bench import latency
+from . import models
 from .config import DistillConfig
+from .evaluation import answer_perplexity, decode_ms_per_token
 from .faithfulness import faithfulness
 from .qa_metrics import answer_quality
 
@@ -81,26 +81,6 @@ class Bed:
         return self._soft
 
 
-def answer_perplexity(model, tok, rows, batch_size: int = 16) -> float:
-    """exp(mean cross-entropy) of the gold answers' tokens given the prompts, on the answerable
-    rows: smooth where F1 is all or nothing, so it shows progress before answers come out right."""
-    from .data.encode import IGNORE, collate, encode_pair
-    from .distill import answer_logits
-
-    pairs = [encode_pair(tok, p, a) for p, a, k in zip(rows["prompt"], rows["answer"], rows["kind"]) if k != "unanswerable"]
-    if not pairs:
-        raise ValueError("no answerable rows: the answer perplexity needs at least one")
-    total, count = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
-        batch = collate(pairs[start:start + batch_size], tok.pad_token_id)
-        labels = batch["labels"][:, 1:]
-        with torch.inference_mode():
-            logits = answer_logits(model, batch)[0].float()
-        total += torch.nn.functional.cross_entropy(logits, labels[labels != IGNORE], reduction="sum").item()
-        count += int((labels != IGNORE).sum())
-    return math.exp(total / count)
-
-
 def answer_metrics(answers: list[str], rows) -> dict[str, float]:
     """F1 / EM / ROUGE-L on the answerable questions, faithfulness to the retrieved passages,
     refusals, and hallucinations (answers to unanswerable questions)."""
@@ -111,16 +91,6 @@ def answer_metrics(answers: list[str], rows) -> dict[str, float]:
             "faithfulness": f["faithfulness"], "unsupported_rate": f["unsupported_rate"],
             "hallucination_rate": f.get("hallucination_rate"),
             "refusal_rate": q.get("refusal_rate_unanswerable"), "false_refusal_rate": q["false_refusal_rate"]}
-
-
-def decode_ms_per_token(model, tok, prompt: str, new_tokens: int = 32, repeat: int = 3) -> float:
-    """Greedy decoding cost per generated token (ms): median of `repeat` runs after a warm-up,
-    `new_tokens` tokens forced (no early stop), prompt included as in real use."""
-    _validate.positive_int("new_tokens", new_tokens)
-    batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    run = lambda: model.generate(**batch, do_sample=False, min_new_tokens=new_tokens,  # noqa: E731
-                                 max_new_tokens=new_tokens, pad_token_id=tok.pad_token_id)
-    return 1e3 * latency(run, warmup=1, repeat=repeat).median / new_tokens
 
 
 def train_student(bed: Bed, n_layers: int, cfg: DistillConfig, live: bool = False):

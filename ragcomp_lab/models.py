@@ -160,16 +160,24 @@ def make_student(teacher, keep_layers=None, seed: int = 0, **config_overrides):
 
 
 def param_counts(model) -> dict[str, int]:
-    """Unique parameters (tied weights once), split into embedding (input embeddings, plus the LM
-    head when it is not tied) and non-embedding."""
+    """Unique weights (tied weights once), split into embedding (input embeddings, plus the LM
+    head when it is not tied) and non-embedding. A quantized layer (its weight held as codes in
+    buffers, not as a parameter) counts its in_features x out_features weights."""
     seen, total = set(), 0
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel()
-    emb = model.get_input_embeddings().weight
-    embedding = emb.numel()
-    head = model.get_output_embeddings()
-    if head is not None and head.weight.data_ptr() != emb.data_ptr():
-        embedding += head.weight.numel()
+    for m in model.modules():
+        if (not isinstance(m, torch.nn.Linear) and hasattr(m, "in_features") and hasattr(m, "out_features")
+                and next(m.parameters(recurse=False), None) is None):
+            total += m.in_features * m.out_features
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    embedding = emb.num_embeddings * emb.embedding_dim
+    emb_w = getattr(emb, "weight", None)
+    tied = head is not None and (getattr(emb, "head", None) is head  # a QuantEmbedding reads the head's codes
+                                 or (emb_w is not None and getattr(head, "weight", None) is not None
+                                     and not callable(head.weight) and head.weight.data_ptr() == emb_w.data_ptr()))
+    if head is not None and not tied:
+        embedding += head.in_features * head.out_features
     return {"embedding": embedding, "non_embedding": total - embedding, "total": total}
