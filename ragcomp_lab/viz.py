@@ -270,3 +270,6 @@ def layer_losses(table: dict) -> go.Figure:
     fig.update_layout(title="Feature and relation losses per mapped layer (fresh student)", xaxis_title="student layer <- teacher layer",
                       yaxis=dict(title="loss", type="log"), height=380, margin=dict(t=60, b=40))
     return fig
+
+
+from .viz_eval import faithfulness_bars, latency_growth, pareto, size_latency  # noqa: E402,F401  (rl.viz.*)
