@@ -193,7 +193,7 @@ def test_dynamic_is_torch_ao_with_down_proj_in_float_by_default(model):
     (dict(mode="static"), 3, ValueError, "calib must be a list of input batches, got int"),
     (dict(mode="static"), [IDS], NotImplementedError, "mode='static' is not implemented yet"),
     (dict(mode="gptq", bits=4), None, ValueError, "mode='gptq' needs calibration data"),
-    (dict(mode="qat"), None, NotImplementedError, "mode='qat' is not implemented yet"),
+    (dict(mode="qat"), None, ValueError, "mode='qat' runs in two steps"),
     (dict(granularity="per_group", group_size=48), None, ValueError,
      "group_size=48 does not divide in_features=64 of layer 'model.layers.0.self_attn.q_proj'"),
     (dict(skip=("lm_heads",)), None, ValueError, r"skip has \['lm_heads'\], matching no module"),
@@ -205,6 +205,17 @@ def test_dynamic_is_torch_ao_with_down_proj_in_float_by_default(model):
 def test_quantize_names_the_problem(model, cfg, calib, error, message):
     with pytest.raises(error, match=message):
         rl.quantize(model, rl.QuantConfig(**cfg), calib=calib)
+
+
+def test_qat_runs_through_quantize_in_two_steps(model):
+    cfg = rl.QuantConfig(bits=4, mode="qat", granularity="per_group", group_size=32)
+    prepared = rl.quantize(model, cfg, step="prepare")
+    converted = rl.quantize(prepared, None, step="convert")  # the scheme it was prepared with
+    assert isinstance(converted.model.layers[0].mlp.up_proj, QuantLinear)
+    with torch.no_grad():
+        assert torch.allclose(converted(IDS).logits, prepared(IDS).logits, atol=1e-5)
+    with pytest.raises(ValueError, match="only for mode='qat'"):
+        rl.quantize(model, rl.QuantConfig(bits=8), step="prepare")
 
 
 def test_quantize_checks_its_arguments(model):

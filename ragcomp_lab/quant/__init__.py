@@ -1,7 +1,7 @@
 """Quantization: the primitives (scale, zero-point, quantize, dequantize, fake quantization), bit
 packing, the weight-only QuantLinear, model-level quantization (`api.quantize`, re-exported as
 `rl.quantize`) and saving / loading quantized models."""
-from . import api, packing
+from . import api, packing, qat
 from .linear import QuantEmbedding, QuantLinear
 from .primitives import dequantize, fake_quant, int_range, qparams, quantize
 from .serialize import load, save

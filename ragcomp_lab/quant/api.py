@@ -43,16 +43,30 @@ ATTR = "ragcomp_quant_config"  # the QuantConfig a quantized copy was made with 
 DEFAULT_SKIP = {"dynamic": ("*.mlp.down_proj",)}  # skip=None: modules each mode keeps in float
 
 
-def quantize(model: nn.Module, cfg: QuantConfig, calib=None) -> nn.Module:
+def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str | None = None) -> nn.Module:
     """A quantized deep copy of `model` (see the module docstring for the modes).
 
     `cfg.skip`: modules kept in float (None: DEFAULT_SKIP of the mode).
     `calib`: calibration batches, needed by `static` (and `gptq`), ignored otherwise.
+    `step`: "prepare" | "convert" for mode="qat" (quant/qat.py): prepare gives a copy with
+    fake-quantized weights to train; convert turns the trained copy into the real format
+    (cfg=None: the scheme the model was prepared with).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if step == "convert":
+        from . import qat  # local: qat imports this module
+        return qat.convert(model, cfg)
     if not isinstance(cfg, QuantConfig):
         raise ValueError(f"cfg must be a ragcomp_lab.QuantConfig, got {type(cfg).__name__}")
+    if cfg.mode == "qat":
+        if step == "prepare":
+            from . import qat
+            return qat.prepare(model, cfg)
+        raise ValueError(f"step={step!r}: mode='qat' runs in two steps: prepared = quantize(model, cfg, "
+                         f"step='prepare'), train it, then quantize(prepared, cfg, step='convert')")
+    if step is not None:
+        raise ValueError(f"step={step!r} is only for mode='qat'; mode={cfg.mode!r} quantizes in one call")
     if cfg.mode in NEEDS_CALIB:
         _check_calib(cfg.mode, calib)
     if cfg.mode not in (*CASTS, "weight_only", "dynamic"):
