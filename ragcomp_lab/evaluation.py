@@ -93,11 +93,12 @@ def rouge(predictions: list[str], golds: list[str]) -> dict[str, float]:
 
 
 def bleu(predictions: list[str], golds: list[str]) -> float:
-    """Corpus BLEU (sacrebleu defaults: 13a tokenizer, 4-grams, brevity penalty), 0-100.
-    Short answers have few 4-grams: BLEU is harsh on them; read it beside F1."""
-    import sacrebleu
+    """Corpus BLEU by sacrebleu (13a tokenizer, up to 4-grams, brevity penalty), 0-100, with
+    effective order: answers of one or two words have no 4-grams, and plain BLEU would score
+    even a perfect set of them 0. Read it beside F1: it rewards n-gram overlap, not correctness."""
+    from sacrebleu.metrics import BLEU
 
-    return sacrebleu.corpus_bleu(predictions, [golds]).score
+    return BLEU(effective_order=True).corpus_score(predictions, [golds]).score
 
 
 def _sentences(passages: list[str]) -> list[str]:
@@ -122,21 +123,30 @@ def embedding_support(answers: list[str], queries: list[str], passages: list[lis
     return out
 
 
-def token_kl(model, reference, tok, rows, batch_size: int = 16) -> float:
-    """Mean KL(reference || model) per gold-answer token, in nats (answerable rows)."""
+def token_agreement(model, reference, tok, rows, batch_size: int = 16) -> dict[str, float]:
+    """On the gold answers, teacher-forced (answerable rows): mean KL(reference || model) per
+    token in nats, and top-1 agreement (share of positions where both pick the same next token)."""
     from .data.encode import collate, encode_pair
     from .distill import answer_logits
 
     pairs = [encode_pair(tok, p, a) for p, a, k in zip(rows["prompt"], rows["answer"], rows["kind"]) if k != "unanswerable"]
-    total, count = 0.0, 0
+    if not pairs:
+        raise ValueError("no answerable rows: token agreement needs at least one")
+    kl, same, count = 0.0, 0, 0
     for start in range(0, len(pairs), batch_size):
         batch = collate(pairs[start:start + batch_size], tok.pad_token_id)
         with torch.inference_mode():
             p = answer_logits(reference, batch)[0].float().log_softmax(-1)
             q = answer_logits(model, batch)[0].float().log_softmax(-1)
-        total += (p.exp() * (p - q)).sum().item()
+        kl += (p.exp() * (p - q)).sum().item()
+        same += int((p.argmax(-1) == q.argmax(-1)).sum())
         count += p.shape[0]
-    return total / count
+    return {"token_kl": kl / count, "top1": same / count}
+
+
+def token_kl(model, reference, tok, rows, batch_size: int = 16) -> float:
+    """Mean KL(reference || model) per gold-answer token, in nats (answerable rows)."""
+    return token_agreement(model, reference, tok, rows, batch_size)["token_kl"]
 
 
 def saved_bytes(model) -> int:
@@ -212,7 +222,8 @@ def evaluate(model, tok, data, reference=None, *, name: str | None = None, batch
                                                                                                 batch_size)
         if len(ref_answers) != len(answers):
             raise ValueError(f"reference_answers has {len(ref_answers)} answers for {len(answers)} rows")
-        agreement = {"token_kl": token_kl(model, reference, tok, data, batch_size) if answerable else None,
+        agreement = {**(token_agreement(model, reference, tok, data, batch_size) if answerable
+                        else {"token_kl": None, "top1": None}),
                      "answer_match": sum(normalize_answer(a) == normalize_answer(r) for a, r in zip(answers, ref_answers))
                      / len(answers)}
     next(step)

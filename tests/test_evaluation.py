@@ -66,18 +66,20 @@ def test_agreement_with_itself_is_perfect(setup):
     a, _, tok, rows = setup
     r = rl.evaluate(a, tok, rows, reference=a, progress=False, measure_latency=False)
     assert r.agreement["answer_match"] == 1.0 and r.agreement["token_kl"] == pytest.approx(0, abs=1e-6)
+    assert r.agreement["top1"] == 1.0
     assert ev.token_kl(a, setup[1], tok, rows) > 0
 
 
 def test_metrics_match_their_reference_libraries(setup):
-    import sacrebleu
+    from sacrebleu.metrics import BLEU
     from rouge_score import rouge_scorer
 
     preds, golds = ["the red fox", "in 1987", "Thylvale"], ["the red fox jumped", "1987", "Thylvale city"]
     sc = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     for key, value in ev.rouge(preds, golds).items():
         assert value == pytest.approx(sum(sc.score(g, p)[key].fmeasure for p, g in zip(preds, golds)) / 3)
-    assert ev.bleu(preds, golds) == pytest.approx(sacrebleu.corpus_bleu(preds, [golds]).score)
+    assert ev.bleu(preds, golds) == pytest.approx(BLEU(effective_order=True).corpus_score(preds, [golds]).score)
+    assert ev.bleu(["1987", "Thylvale"], ["1987", "Thylvale"]) == pytest.approx(100)  # no 4-grams, still perfect
 
 
 def test_text_perplexity_is_the_models_own_loss(setup):
