@@ -70,14 +70,28 @@ def distill_step() -> list[dict]:
     return [row]
 
 
+def model_floors() -> list[dict]:
+    """The quantization, student and pipeline floors on the real teacher (bench_models)."""
+    from .bench_models import all_rows
+
+    return all_rows()
+
+
+def _line(r: dict, width: int) -> str:
+    value = "  n/a " if r["value"] is None else f"{r['value']:>6.2f}"
+    bound = f"{'at most' if r.get('at_most') else 'floor'} {r['floor']:.2f}"
+    detail = (f"  ours {r['ours_ms']} ms, reference {r['reference_ms']} ms" if "ours_ms" in r
+              else f"  {r['note']}" if r.get("note") else "")
+    return f"{r['name']:<{width}}  {value}  ({bound}: {'met' if r['met'] else 'NOT MET'}){detail}"
+
+
 def main(out: str = "build/bench.json") -> int:
-    rows = core_math() + distill_step()
+    rows = core_math() + distill_step() + model_floors()
     width = max(len(r["name"]) for r in rows)
     print(f"ragcomp-lab benchmarks: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['value']:>6.2f}x  (floor {r['floor']:.2f}: {'met' if r['met'] else 'NOT MET'})"
-              f"  ours {r['ours_ms']} ms, reference {r['reference_ms']} ms")
+        print(_line(r, width))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -44,7 +44,38 @@ def test_bench_json_has_one_row_per_floor(tmp_path, monkeypatch, capsys):
     fake = [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True, "ours_ms": 1.0, "reference_ms": 1.2}]
     monkeypatch.setattr(benchmarks, "core_math", lambda: fake)
     monkeypatch.setattr(benchmarks, "distill_step", lambda: [])
+    missed = {"name": "a floor not measured", "value": None, "floor": 0.85, "met": False, "at_most": False,
+              "note": "not measured: why"}
+    monkeypatch.setattr(benchmarks, "model_floors", lambda: [missed])
     assert benchmarks.main(str(tmp_path / "b" / "bench.json")) == 0
     rows = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert rows == [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True}]
-    assert "x vs y" in capsys.readouterr().out
+    assert rows == [{"name": "x vs y", "value": 1.2, "floor": 1.0, "met": True},
+                    {"name": "a floor not measured", "value": None, "floor": 0.85, "met": False}]
+    out = capsys.readouterr().out
+    assert "x vs y" in out and "n/a   (floor 0.85: NOT MET)  not measured: why" in out
+
+
+def test_model_floor_rows_hold_minimums_maximums_and_misses():
+    from ragcomp_lab.bench_models import row
+
+    assert row("x", 4.2, 4.0)["met"] and not row("x", 3.9, 4.0)["met"]
+    assert row("loss", 0.5, 1.0, at_most=True)["met"] and not row("loss", 1.5, 1.0, at_most=True)["met"]
+    assert row("n", None, 0.85) == {"name": "n", "value": None, "floor": 0.85, "met": False, "at_most": False,
+                                     "note": ""}
+    assert not row("speed with a condition", 2.0, 1.8, met=False)["met"]  # e.g. top-1 agreement too low
+
+
+def test_non_embedding_bytes_leave_out_embedding_and_head():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import ragcomp_lab as rl
+    from ragcomp_lab.bench_models import _non_embedding_bytes
+
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=32, tie_word_embeddings=True)
+    m = LlamaForCausalLM(cfg).eval()
+    linear = sum(p.numel() for n, p in m.named_parameters() if "proj" in n)
+    norms = sum(p.numel() for n, p in m.named_parameters() if "norm" in n)
+    assert _non_embedding_bytes(m) == 4 * (linear + norms)
+    q8 = rl.quantize(m, rl.QuantConfig(bits=8, mode="weight_only"))
+    assert _non_embedding_bytes(q8) < _non_embedding_bytes(m) / 3.5

@@ -1,0 +1,118 @@
+"""The model-level floors of `make bench`, measured on the real teacher side by side in one run:
+quantized files and decoding against FP32, the student against the teacher, and distilled +
+INT8 against the FP32 teacher. A floor that cannot be measured here is printed as not met,
+with the reason; nothing is hidden.
+
+Rows: {"name", "value", "floor", "met", "note"}; `floor` is a minimum unless the row says
+"at_most": True (a loss that must stay small).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import data, models
+from .bench import compare
+from .config import QuantConfig
+from .evaluation import answer_perplexity, saved_bytes, token_agreement
+
+INT8_FILE = QuantConfig(bits=8, mode="weight_only", granularity="per_channel")
+INT4_FILE = QuantConfig(bits=4, mode="weight_only", granularity="per_group", group_size=64)
+INT8_FAST = QuantConfig(bits=8, mode="dynamic", granularity="per_channel")  # the fast CPU path (quant/api.py)
+STUDENT_LAYERS = [0, 1, 2, 27, 28, 29]  # experiments.LAYERS[6]
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def row(name: str, value, floor: float, at_most: bool = False, note: str = "", met=None) -> dict:
+    if met is None:
+        met = value is not None and (value <= floor if at_most else value >= floor)
+    return {"name": name, "value": None if value is None else round(value, 4), "floor": floor, "met": bool(met),
+            "at_most": at_most, "note": note}
+
+
+def _decode(model, batch, tok, new_tokens: int = 32):
+    return lambda: model.generate(**batch, do_sample=False, min_new_tokens=new_tokens, max_new_tokens=new_tokens,
+                                  pad_token_id=tok.pad_token_id)
+
+
+def quantization(teacher, tok, test) -> list[dict]:
+    """File sizes, INT8 decoding with its top-1 agreement, INT8 quality, on the teacher."""
+    from .quant.api import quantize
+
+    fp32 = saved_bytes(teacher)
+    rows = [row("INT8 weight-only file, smaller than FP32 (x)", fp32 / saved_bytes(quantize(teacher, INT8_FILE)), 3.9),
+            row("INT4 group-64 file, smaller than FP32 (x)", fp32 / saved_bytes(quantize(teacher, INT4_FILE)), 6.5)]
+    q8 = quantize(teacher, INT8_FAST)
+    batch = tok(test["prompt"][0], return_tensors="pt", add_special_tokens=False)
+    t = compare({"fp32": _decode(teacher, batch, tok), "int8": _decode(q8, batch, tok)}, warmup=1, repeat=5)
+    agree = token_agreement(q8, teacher, tok, test)
+    speed = t["fp32"].median / t["int8"].median
+    rows.append(row("INT8 dynamic decoding, faster than FP32 (x), with top-1 agreement >= 0.97", speed, 1.8,
+                    met=speed >= 1.8 and agree["top1"] >= 0.97,
+                    note=f"top-1 agreement {agree['top1']:.3f} on the gold answers of {len(test)} test rows; "
+                         f"{t['fp32'].median * 1e3 / 32:.1f} vs {t['int8'].median * 1e3 / 32:.1f} ms/token"))
+    ppl, ppl8 = answer_perplexity(teacher, tok, test), answer_perplexity(q8, tok, test)
+    rows.append(row("INT8 dynamic answer perplexity, increase over FP32 (%)", 100 * (ppl8 / ppl - 1), 2.0, at_most=True,
+                    note=f"{ppl:.4f} -> {ppl8:.4f}"))
+    f1, f18 = _f1(teacher, tok, test), _f1(q8, tok, test)
+    rows.append(row("INT8 dynamic answer F1, points lost against FP32", 100 * (f1 - f18), 1.0, at_most=True,
+                    note=f"{f1:.3f} -> {f18:.3f}"))
+    return rows
+
+
+def _f1(model, tok, rows) -> float:
+    from .data import teacher_answers
+    from .qa_metrics import answer_quality
+
+    return answer_quality(teacher_answers(model, tok, rows, batch_size=16, progress=False), rows["answer"],
+                          rows["kind"])["f1_answerable"]
+
+
+def _non_embedding_bytes(model) -> int:
+    """Bytes of the saved weights outside the embedding and the LM head (rotary tables left out too)."""
+    from safetensors import safe_open
+    import tempfile
+
+    from .quant.serialize import WEIGHTS, save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save(model, Path(tmp) / "m") / WEIGHTS
+        with safe_open(path, "pt") as f:
+            return sum(f.get_tensor(k).nbytes for k in f.keys() 
+                       if not any(part in k for part in ("embed_tokens", "lm_head", "rotary_emb")))
+
+
+def student(teacher, tok, test) -> list[dict]:
+    """The 6-layer student's shape against the teacher (cost depends on shape, not on training),
+    and the F1 retained as `make experiments` measured it (results/long_run.json)."""
+    from .quant.api import quantize
+
+    s = models.make_student(teacher, keep_layers=STUDENT_LAYERS)
+    ne_t, ne_s = models.param_counts(teacher)["non_embedding"], models.param_counts(s)["non_embedding"]
+    batch = tok(test["prompt"][0], return_tensors="pt", add_special_tokens=False)
+    t = compare({"teacher": _decode(teacher, batch, tok), "student": _decode(s, batch, tok)}, warmup=1, repeat=5)
+    rows = [row("student non-embedding weights, fewer than the teacher (x)", ne_t / ne_s, 4.0,
+                note=f"{ne_s:,} vs {ne_t:,}"),
+            row("student decoding, faster than the teacher (x)", t["teacher"].median / t["student"].median, 3.0)]
+    long = RESULTS / "long_run.json"
+    if long.is_file():
+        runs = {r["model"]: r for r in json.loads(long.read_text())["rows"]}
+        retained = runs["distilled"]["f1"] / runs["teacher"]["f1"]
+        rows.append(row("distilled student answer F1, share of the teacher's", retained, 0.9,
+                        note=f"from {long.name} ({runs['distilled']['steps']} steps), not rerun here"))
+    else:
+        rows.append(row("distilled student answer F1, share of the teacher's", None, 0.9,
+                        note="not measured: run `ragcomp-lab experiments long_run`"))
+    ratio = _non_embedding_bytes(teacher) / _non_embedding_bytes(quantize(s, INT8_FAST))
+    rows.append(row("distilled + INT8 dynamic, non-embedding bytes smaller than the FP32 teacher (x)", ratio, 10.0,
+                    note="non-embedding tensors of the saved files (embedding and LM head excluded)"))
+    rows.append(row("distilled + INT8 dynamic answer F1, share of the teacher's", None, 0.85,
+                    note="not measured: needs a trained student saved by the experiments, which no run keeps yet"))
+    return rows
+
+
+def all_rows() -> list[dict]:
+    teacher, tok = models.load_teacher()
+    test = data.rag_splits(seed=0)["test"]
+    answerable = test.select([i for i, k in enumerate(test["kind"]) if k != "unanswerable"])
+    return quantization(teacher, tok, answerable) + student(teacher, tok, answerable)
