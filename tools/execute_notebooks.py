@@ -15,7 +15,7 @@ os.environ["PLOTLY_RENDERER"] = "plotly_mimetype"  # the same renderer `make tes
 for name in sys.argv[1:]:
     path = Path(name)
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", store_widget_state=False,
+    NotebookClient(nb, timeout=1800, kernel_name="python3", store_widget_state=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
