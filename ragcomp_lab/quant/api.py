@@ -69,8 +69,9 @@ def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str
         raise ValueError(f"step={step!r} is only for mode='qat'; mode={cfg.mode!r} quantizes in one call")
     if cfg.mode in NEEDS_CALIB:
         _check_calib(cfg.mode, calib)
-    if cfg.mode not in (*CASTS, "weight_only", "dynamic"):
-        raise NotImplementedError(f"mode={cfg.mode!r} is not implemented yet: use fp16, bf16, weight_only or dynamic")
+    if cfg.mode not in (*CASTS, "weight_only", "dynamic", "gptq"):
+        raise NotImplementedError(f"mode={cfg.mode!r} is not implemented yet: use fp16, bf16, weight_only, dynamic "
+                                  f"or gptq")
     if cfg.observer != "minmax":
         raise NotImplementedError(f"observer={cfg.observer!r} is for calibrated modes; mode={cfg.mode!r} takes "
                                   f"weight ranges from min/max: use observer='minmax'")
@@ -86,6 +87,9 @@ def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str
         out.to(CASTS[cfg.mode])
     elif cfg.mode == "weight_only":
         _weight_only(out, cfg)
+    elif cfg.mode == "gptq":
+        from .gptq import gptq_quantize  # local: gptq imports this module
+        gptq_quantize(out, cfg, calib)
     else:
         _dynamic(out, cfg)
     setattr(out, ATTR, copy.deepcopy(cfg))
