@@ -191,7 +191,6 @@ def test_dynamic_is_torch_ao_with_down_proj_in_float_by_default(model):
     (dict(mode="static"), None, ValueError, "mode='static' needs calibration data"),
     (dict(mode="static"), [], ValueError, "calib is empty"),
     (dict(mode="static"), 3, ValueError, "calib must be a list of input batches, got int"),
-    (dict(mode="static"), [IDS], NotImplementedError, "mode='static' is not implemented yet"),
     (dict(mode="gptq", bits=4), None, ValueError, "mode='gptq' needs calibration data"),
     (dict(mode="qat"), None, ValueError, "mode='qat' runs in two steps"),
     (dict(granularity="per_group", group_size=48), None, ValueError,
@@ -201,6 +200,7 @@ def test_dynamic_is_torch_ao_with_down_proj_in_float_by_default(model):
     (dict(mode="dynamic", granularity="per_group", group_size=32), None, ValueError, "per_group is a weight_only"),
     (dict(mode="dynamic", symmetric=False), None, ValueError, "use symmetric=True"),
     (dict(observer="mse"), None, NotImplementedError, "observer='mse'"),
+    (dict(mode="static", granularity="per_group", group_size=32), [IDS], ValueError, "not supported by mode='static'"),
 ])
 def test_quantize_names_the_problem(model, cfg, calib, error, message):
     with pytest.raises(error, match=message):

@@ -1,8 +1,11 @@
 """quantize(model, cfg) -> a quantized copy; the input model is never modified.
 
 Modes: `fp16` / `bf16` cast every float tensor; `weight_only` replaces each nn.Linear by a
-QuantLinear (bits 2..8, per-tensor / per-channel / per-group); `dynamic` uses PyTorch's INT8
-dynamic quantization (torch.ao: INT8 weights, activations quantized per call at run time).
+QuantLinear (bits 2..8, per-tensor / per-channel / per-group); `gptq` fills the same QuantLinear
+storage with error-compensated codes (gptq.py, needs calib); `dynamic` uses PyTorch's INT8 dynamic
+quantization (torch.ao: INT8 weights, activations quantized per call at run time); `static`
+fixes INT8 activation grids by calibration with an observer (static.py, observers.py); `qat` is
+prepare / convert around the user's own training (qat.py).
 Every backend choice lives in this file: `dynamic_*` below are also what `serialize` uses to
 store and rebuild torch.ao layers, so changing the backend touches only this module.
 
@@ -40,7 +43,7 @@ from .linear import QuantEmbedding, QuantLinear
 CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 NEEDS_CALIB = ("static", "gptq")  # both observe activations on calibration batches
 ATTR = "ragcomp_quant_config"  # the QuantConfig a quantized copy was made with (skip resolved)
-DEFAULT_SKIP = {"dynamic": ("*.mlp.down_proj",)}  # skip=None: modules each mode keeps in float
+DEFAULT_SKIP = {"dynamic": ("*.mlp.down_proj",), "static": ("*.mlp.down_proj",)}  # skip=None: modules each mode keeps in float
 
 
 def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str | None = None) -> nn.Module:
@@ -69,10 +72,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str
         raise ValueError(f"step={step!r} is only for mode='qat'; mode={cfg.mode!r} quantizes in one call")
     if cfg.mode in NEEDS_CALIB:
         _check_calib(cfg.mode, calib)
-    if cfg.mode not in (*CASTS, "weight_only", "dynamic", "gptq"):
-        raise NotImplementedError(f"mode={cfg.mode!r} is not implemented yet: use fp16, bf16, weight_only, dynamic "
-                                  f"or gptq")
-    if cfg.observer != "minmax":
+    if cfg.observer != "minmax" and cfg.mode != "static":
         raise NotImplementedError(f"observer={cfg.observer!r} is for calibrated modes; mode={cfg.mode!r} takes "
                                   f"weight ranges from min/max: use observer='minmax'")
     if cfg.skip is None:  # a default may match nothing in another architecture; a user's name must match
@@ -90,6 +90,9 @@ def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str
     elif cfg.mode == "gptq":
         from .gptq import gptq_quantize  # local: gptq imports this module
         gptq_quantize(out, cfg, calib)
+    elif cfg.mode == "static":
+        from .static import static_quantize  # local: static imports this module
+        static_quantize(out, cfg, calib)
     else:
         _dynamic(out, cfg)
     setattr(out, ATTR, copy.deepcopy(cfg))

@@ -26,6 +26,7 @@ from ..checkpoint import unique_tensors
 from ..config import QuantConfig
 from . import api
 from .linear import QuantEmbedding, QuantLinear
+from .static import StaticQuantLinear
 
 WEIGHTS, META, FORMAT = "model.safetensors", "quant.json", 1
 
@@ -55,6 +56,8 @@ def _describe(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor], set[str]
                 raise ValueError(f"{name!r} reads a head that is not part of the model")
             specs[name] = {"kind": "QuantEmbedding", "head": names[id(m.head)], "padding_idx": m.padding_idx,
                            "dtype": _dtype_name(m.dtype)}
+        elif isinstance(m, StaticQuantLinear):  # its state dict carries the INT8 codes and the fixed input grid
+            specs[name] = {"kind": "StaticQuantLinear", **m.spec()}
         elif api.is_dynamic_linear(m):
             spec, t = api.dynamic_state(m)
             specs[name] = {"kind": "DynamicLinear", **spec}
@@ -114,6 +117,8 @@ def _rebuild(model: nn.Module, specs: dict) -> None:
         elif kind == "QuantEmbedding":
             head = model.get_submodule(kw["head"])
             api.set_module(model, name, QuantEmbedding(head, kw["padding_idx"], getattr(torch, kw["dtype"])))
+        elif kind == "StaticQuantLinear":
+            api.set_module(model, name, StaticQuantLinear(**kw))
         elif kind != "DynamicLinear":
             raise ValueError(f"unknown module kind {kind!r} for {name!r} in {META}")
 
