@@ -6,7 +6,7 @@ storage with error-compensated codes (gptq.py, needs calib); `dynamic` uses PyTo
 quantization (torch.ao: INT8 weights, activations quantized per call at run time); `static`
 fixes INT8 activation grids by calibration with an observer (static.py, observers.py); `qat` is
 prepare / convert around the user's own training (qat.py).
-Every backend choice lives in this file: `dynamic_*` below are also what `serialize` uses to
+Backend choices live here and in static.py (its fbgemm kernel): `dynamic_*` below are also what `serialize` uses to
 store and rebuild torch.ao layers, so changing the backend touches only this module.
 
 `cfg.skip` keeps modules in float: exact names, prefixes ("model.layers.0") or globs
