@@ -7,7 +7,7 @@ quantization (torch.ao: INT8 weights, activations quantized per call at run time
 fixes INT8 activation grids by calibration with an observer (static.py, observers.py); `qat` is
 prepare / convert around the user's own training (qat.py).
 Backend choices live here and in static.py (its fbgemm kernel): `dynamic_*` below are also what `serialize` uses to
-store and rebuild torch.ao layers, so changing the backend touches only this module.
+store and rebuild torch.ao layers, so changing the dynamic backend touches only this module.
 
 `cfg.skip` keeps modules in float: exact names, prefixes ("model.layers.0") or globs
 ("*.mlp.down_proj"). `skip=None` means the mode's default, DEFAULT_SKIP:
