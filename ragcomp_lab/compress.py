@@ -106,3 +106,19 @@ def _calibration(tok, train, n: int = 32) -> list[dict]:
     """The first `n` train prompts, one batch each: calibration data for GPTQ."""
     prompts = list(train["prompt"][:n])
     return [dict(tok(p, return_tensors="pt", add_special_tokens=False)) for p in prompts]
+
+
+def ship(reports, bar: QualityBar, max_ms_per_token: float | None = None) -> str | None:
+    """The variant to ship under a latency budget: among those that meet `bar` and decode within
+    `max_ms_per_token` (None: no budget), the smallest saved file; None when no variant qualifies.
+    `reports` maps names to Reports (a Compressed, or Reports read back with Report.from_dict)."""
+    if not isinstance(bar, QualityBar):
+        raise ValueError(f"bar must be a ragcomp_lab.QualityBar, got {type(bar).__name__}")
+    if max_ms_per_token is not None and (isinstance(max_ms_per_token, bool) or
+                                         not isinstance(max_ms_per_token, (int, float)) or max_ms_per_token <= 0):
+        raise ValueError(f"max_ms_per_token={max_ms_per_token!r} is not allowed: give a positive number of "
+                         f"milliseconds, or None for no budget")
+    fits = [n for n, r in reports.items() if r.meets(bar) and (
+        max_ms_per_token is None or (r.latency.get("decode_ms_per_token") or float("inf")) <= max_ms_per_token)]
+    return min(fits, key=lambda n: (reports[n].size["saved_bytes"], reports[n].latency.get("decode_ms_per_token")),
+               default=None)

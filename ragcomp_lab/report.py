@@ -115,6 +115,14 @@ class Report:
         """Every metric (no table), JSON-ready."""
         return {k: getattr(self, k) for k in self.keys()}
 
+    @classmethod
+    def from_dict(cls, d: dict, table=None) -> "Report":
+        """A Report rebuilt from `to_dict()` (e.g. read back from results/), `table` optional."""
+        missing = [k for k in (f.name for f in fields(cls)) if k != "table" and k not in d]
+        if missing:
+            raise ValueError(f"not a Report's dict: it lacks {', '.join(missing)}")
+        return cls(**{k: d[k] for k in (f.name for f in fields(cls)) if k != "table"}, table=table)
+
     def value(self, metric: str):
         """A gated metric's value: names as in QualityBar (hallucination, perplexity, ...)."""
         return getattr(self, metric)
