@@ -8,7 +8,6 @@ Rows: {"name", "value", "floor", "met", "note"}; `floor` is a minimum unless the
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import data, models
@@ -20,7 +19,6 @@ INT8_FILE = QuantConfig(bits=8, mode="weight_only", granularity="per_channel")
 INT4_FILE = QuantConfig(bits=4, mode="weight_only", granularity="per_group", group_size=64)
 INT8_FAST = QuantConfig(bits=8, mode="dynamic", granularity="per_channel")  # the fast CPU path (quant/api.py)
 STUDENT_LAYERS = [0, 1, 2, 27, 28, 29]  # experiments.LAYERS[6]
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def row(name: str, value, floor: float, at_most: bool = False, note: str = "", met=None) -> dict:
@@ -35,7 +33,7 @@ def _decode(model, batch, tok, new_tokens: int = 32):
                                   pad_token_id=tok.pad_token_id)
 
 
-def quantization(teacher, tok, test) -> list[dict]:
+def quantization(teacher, tok, test, f1_teacher: float) -> list[dict]:
     """File sizes, INT8 decoding with its top-1 agreement, INT8 quality, on the teacher."""
     from .quant.api import quantize
 
@@ -54,7 +52,7 @@ def quantization(teacher, tok, test) -> list[dict]:
     ppl, ppl8 = answer_perplexity(teacher, tok, test), answer_perplexity(q8, tok, test)
     rows.append(row("INT8 dynamic answer perplexity, increase over FP32 (%)", 100 * (ppl8 / ppl - 1), 2.0, at_most=True,
                     note=f"{ppl:.4f} -> {ppl8:.4f}"))
-    f1, f18 = _f1(teacher, tok, test), _f1(q8, tok, test)
+    f1, f18 = f1_teacher, _f1(q8, tok, test)
     rows.append(row("INT8 dynamic answer F1, points lost against FP32", 100 * (f1 - f18), 1.0, at_most=True,
                     note=f"{f1:.3f} -> {f18:.3f}"))
     return rows
@@ -82,10 +80,13 @@ def _non_embedding_bytes(model) -> int:
                        if not any(part in k for part in ("embed_tokens", "lm_head", "rotary_emb")))
 
 
-def student(teacher, tok, test) -> list[dict]:
+def student(teacher, tok, test, f1_teacher: float) -> list[dict]:
     """The 6-layer student's shape against the teacher (cost depends on shape, not on training),
-    and the F1 retained as `make experiments` measured it (results/long_run.json)."""
+    and the quality of the distilled student that `ragcomp-lab experiments compress` kept, in FP32
+    and after dynamic INT8, measured here on the same questions as the teacher."""
+    from .experiments_compress import student_dir
     from .quant.api import quantize
+    from .quant.serialize import load
 
     s = models.make_student(teacher, keep_layers=STUDENT_LAYERS)
     ne_t, ne_s = models.param_counts(teacher)["non_embedding"], models.param_counts(s)["non_embedding"]
@@ -94,20 +95,19 @@ def student(teacher, tok, test) -> list[dict]:
     rows = [row("student non-embedding weights, fewer than the teacher (x)", ne_t / ne_s, 4.0,
                 note=f"{ne_s:,} vs {ne_t:,}"),
             row("student decoding, faster than the teacher (x)", t["teacher"].median / t["student"].median, 3.0)]
-    long = RESULTS / "long_run.json"
-    if long.is_file():
-        runs = {r["model"]: r for r in json.loads(long.read_text())["rows"]}
-        retained = runs["distilled"]["f1"] / runs["teacher"]["f1"]
-        rows.append(row("distilled student answer F1, share of the teacher's", retained, 0.9,
-                        note=f"from {long.name} ({runs['distilled']['steps']} steps), not rerun here"))
-    else:
-        rows.append(row("distilled student answer F1, share of the teacher's", None, 0.9,
-                        note="not measured: run `ragcomp-lab experiments long_run`"))
     ratio = _non_embedding_bytes(teacher) / _non_embedding_bytes(quantize(s, INT8_FAST))
     rows.append(row("distilled + INT8 dynamic, non-embedding bytes smaller than the FP32 teacher (x)", ratio, 10.0,
                     note="non-embedding tensors of the saved files (embedding and LM head excluded)"))
-    rows.append(row("distilled + INT8 dynamic answer F1, share of the teacher's", None, 0.85,
-                    note="not measured: needs a trained student saved by the experiments, which no run keeps yet"))
+    kept = student_dir()
+    names = ("distilled student answer F1, share of the teacher's", 0.9), \
+            ("distilled + INT8 dynamic answer F1, share of the teacher's", 0.85)
+    if not (kept / "quant.json").is_file():
+        return rows + [row(n, None, floor, note="not measured: no kept student, run `ragcomp-lab experiments compress`")
+                       for n, floor in names]
+    trained = load(kept)
+    for (name, floor), model in zip(names, (trained, quantize(trained, INT8_FAST))):
+        f1 = _f1(model, tok, test)
+        rows.append(row(name, f1 / f1_teacher, floor, note=f"{f1:.3f} vs {f1_teacher:.3f}, student from {kept}"))
     return rows
 
 
@@ -115,4 +115,5 @@ def all_rows() -> list[dict]:
     teacher, tok = models.load_teacher()
     test = data.rag_splits(seed=0)["test"]
     answerable = test.select([i for i, k in enumerate(test["kind"]) if k != "unanswerable"])
-    return quantization(teacher, tok, answerable) + student(teacher, tok, answerable)
+    f1 = _f1(teacher, tok, answerable)
+    return quantization(teacher, tok, answerable, f1) + student(teacher, tok, answerable, f1)
