@@ -2,7 +2,7 @@
 from . import data, diagram, digits, models, qa_metrics, quant
 from .config import DistillConfig, QuantConfig
 from .distill import Callback, History, distill
-from .compress import Compressed, compress
+from .compress import Compressed, compress, ship
 from .evaluation import evaluate
 from .report import QualityBar, QualityBarError, Report
 from .losses import LossParts, distillation_loss, feature_loss, feature_projection, kd_kl, relation_loss, topk_kd_kl
@@ -16,6 +16,6 @@ __all__ = [
     "DistillConfig", "QuantConfig", "LossParts", "distill", "History", "Callback",
     "softmax_t", "log_softmax_t", "entropy",
     "kd_kl", "topk_kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
-    "quantize", "save", "load", "QuantLinear", "evaluate", "Report", "QualityBar", "QualityBarError", "compress", "Compressed",
+    "quantize", "save", "load", "QuantLinear", "evaluate", "Report", "QualityBar", "QualityBarError", "compress", "Compressed", "ship",
     "quant", "diagram", "digits", "data", "models", "qa_metrics",
 ]

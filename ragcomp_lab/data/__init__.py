@@ -9,12 +9,12 @@ from .jsonl import load_jsonl
 from .kb import knowledge_base
 from .prompt import REFUSAL, build_prompt
 from .retrieval import BM25Retriever, DenseRetriever, recall_at_k
-from .splits import rag_splits
+from .splits import rag_splits, train_pool
 from .teacher import (load_topk, read_answers, save_topk, soft_targets, teacher_answers, topk_logprobs,
                       with_teacher_answers)
 
 __all__ = [
-    "knowledge_base", "rag_splits", "build_prompt", "REFUSAL",
+    "knowledge_base", "rag_splits", "train_pool", "build_prompt", "REFUSAL",
     "BM25Retriever", "DenseRetriever", "recall_at_k", "load_jsonl",
     "teacher_answers", "read_answers", "topk_logprobs", "save_topk", "load_topk", "soft_targets", "with_teacher_answers",
 ]

@@ -52,3 +52,25 @@ def _build(seed: int, k: int, retriever: str):
                             "prompt": build_prompt(row["query"], passages)})
         splits[split] = Dataset.from_list([{c: r[c] for c in features} for r in records], features=features)
     return DatasetDict(splits)
+
+
+def train_pool(seed: int = 0, extra_seeds=(1, 2, 3, 4), k: int = 3, retriever: str = "bm25"):
+    """More training questions for a student: the train split of `seed` plus every split of the
+    test beds built with `extra_seeds` (other invented entities, same templates), minus any row
+    that names an entity of `seed`'s validation or test split, so held-out scores stay held out.
+
+    Why: a student that sees the same 600 questions for several epochs learns their answers by
+    heart instead of reading them from the passages; fresh entities make memorising useless."""
+    from datasets import concatenate_datasets
+
+    if isinstance(extra_seeds, (int, str)) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                      for s in extra_seeds):
+        raise ValueError(f"extra_seeds={extra_seeds!r} is not allowed: give a list of integer seeds")
+    if seed in extra_seeds:
+        raise ValueError(f"extra_seeds={list(extra_seeds)!r} contains seed={seed}: its held-out splits would leak")
+    base = rag_splits(seed, k, retriever)
+    held = {e for split in ("validation", "test") for es in base[split]["entities"] for e in es}
+    parts = [base["train"]] + [rag_splits(s, k, retriever)[split].map(lambda r, s=s: {"id": f"seed{s}-{r['id']}"})
+                               for s in extra_seeds for split in ("train", "validation", "test")]  # ids stay unique
+    pool = concatenate_datasets(parts)
+    return pool.filter(lambda r: not held.intersection(r["entities"]))
