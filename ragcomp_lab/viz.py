@@ -273,3 +273,5 @@ def layer_losses(table: dict) -> go.Figure:
 
 
 from .viz_eval import faithfulness_bars, latency_growth, pareto, size_latency  # noqa: E402,F401  (rl.viz.*)
+from .viz_quant import *  # noqa: E402,F401,F403  (its __all__: rl.viz.scheme_errors, rl.viz.layer_quant_slider, ...)
+from .viz_qat import ptq_vs_qat, recovered_share  # noqa: E402,F401  (rl.viz.*)
