@@ -214,7 +214,9 @@ def long_run(bed: Bed) -> tuple[list[dict], dict]:
 
 
 EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": sweep,
-               "feature_relation": feature_relation, "long_run": long_run}
+               "feature_relation": feature_relation, "long_run": long_run,
+               "compress": lambda bed: __import__("ragcomp_lab.experiments_compress", fromlist=["compress_run"]).compress_run(bed),
+               "ptq_vs_qat": lambda bed: __import__("ragcomp_lab.experiments_quant", fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed)}
 
 
 # --- files ---------------------------------------------------------------------------------
