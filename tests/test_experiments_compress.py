@@ -1,5 +1,3 @@
-import dataclasses
-import math
 
 import pytest
 
