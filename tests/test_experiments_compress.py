@@ -1,4 +1,3 @@
-
 import pytest
 
 import ragcomp_lab as rl
