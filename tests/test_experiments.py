@@ -4,20 +4,14 @@ import math
 
 import pytest
 
-from ragcomp_lab import data, experiments, models
+from ragcomp_lab import experiments
 from ragcomp_lab.config import DistillConfig
-
-TINY = dict(num_attention_heads=2, num_key_value_heads=1, head_dim=32, hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture(scope="module")
-def bed(teacher_and_tok):
-    """A 2-layer stand-in teacher on 12 train and 6 test rows: the real code path, in seconds."""
-    big, tok = teacher_and_tok
-    teacher = models.make_student(big, num_hidden_layers=2, seed=1, **TINY)
-    splits = data.rag_splits(seed=0)
-    test = data.with_teacher_answers(splits["test"].select(range(6)))
-    return experiments.Bed(teacher, tok, splits["train"].select(range(12)), test)
+def bed(make_bed):
+    """The 2-layer stand-in teacher on 12 train and 6 test rows: the real code path, in seconds."""
+    return make_bed(12, 6)
 
 
 @pytest.fixture

@@ -1,20 +1,14 @@
 import pytest
 
 import ragcomp_lab as rl
-from ragcomp_lab import data, experiments, experiments_compress, models
+from ragcomp_lab import experiments, experiments_compress
 from ragcomp_lab.compress import ship
-
-TINY = dict(num_attention_heads=2, num_key_value_heads=1, head_dim=32, hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture(scope="module")
-def run(teacher_and_tok, tmp_path_factory):
-    """The experiment on a 2-layer stand-in teacher, 8 train and 6 test rows: the real code path."""
-    big, tok = teacher_and_tok
-    teacher = models.make_student(big, num_hidden_layers=2, seed=1, **TINY)
-    splits = data.rag_splits(seed=0)
-    bed = experiments.Bed(teacher, tok, splits["train"].select(range(8)),
-                          data.with_teacher_answers(splits["test"].select(range(6))))
+def run(make_bed, tmp_path_factory):
+    """The experiment on the 2-layer stand-in teacher, 8 train and 6 test rows: the real code path."""
+    bed = make_bed(8, 6)
     mp = pytest.MonkeyPatch()
     mp.setattr(experiments, "LAYERS", {1: [1]})
     mp.setattr(experiments, "STUDENT", 1)
@@ -25,7 +19,7 @@ def run(teacher_and_tok, tmp_path_factory):
                                                        keep=keep)
     finally:
         mp.undo()
-    return rows, info, keep, teacher
+    return rows, info, keep, bed.teacher
 
 
 def test_every_variant_has_a_row_a_report_and_a_verdict(run):

@@ -3,23 +3,16 @@ import math
 import pytest
 import torch
 
-from ragcomp_lab import data, experiments, experiments_quant, models
+from ragcomp_lab import experiments, experiments_quant, models
 from ragcomp_lab.config import DistillConfig
 from ragcomp_lab.quant.linear import QuantLinear
 from ragcomp_lab.quant.qat import FakeQuantLinear
 
-TINY = dict(num_attention_heads=2, num_key_value_heads=1, head_dim=32, hidden_size=64, intermediate_size=128)
-
 
 @pytest.fixture(scope="module")
-def bed(teacher_and_tok, tmp_path_factory):
-    """A 2-layer stand-in teacher on 12 train and 3 test rows, with a runs_dir: the real code path."""
-    big, tok = teacher_and_tok
-    teacher = models.make_student(big, num_hidden_layers=2, seed=1, **TINY)
-    splits = data.rag_splits(seed=0)
-    test = data.with_teacher_answers(splits["test"].select(range(3)))
-    return experiments.Bed(teacher, tok, splits["train"].select(range(12)), test,
-                           runs_dir=tmp_path_factory.mktemp("runs"))
+def bed(make_bed, tmp_path_factory):
+    """The 2-layer stand-in teacher on 12 train and 3 test rows, with a runs_dir: the real code path."""
+    return make_bed(12, 3, runs_dir=tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture
