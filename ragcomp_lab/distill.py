@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
@@ -49,7 +50,16 @@ class Callback:
 def _check(teacher, student, data, cfg, tok, soft_targets):
     if not isinstance(cfg, DistillConfig):
         raise ValueError(f"cfg must be a DistillConfig, got {type(cfg).__name__}")
-    vt, vs = teacher.config.vocab_size, student.config.vocab_size
+    if teacher is None:
+        used = [f"{k}={getattr(cfg, k)}" for k in ("feature_weight", "relation_weight") if getattr(cfg, k)]
+        if cfg.alpha != 1.0 or used or soft_targets is not None:
+            raise ValueError(f"teacher=None trains on the hard labels alone, which needs cfg.alpha=1.0, no soft_targets "
+                             f"and no feature or relation loss; got alpha={cfg.alpha}"
+                             + (f", {', '.join(used)}" if used else "")
+                             + (", soft_targets" if soft_targets is not None else ""))
+        if tok is None:
+            raise ValueError("teacher=None needs tok=, the tokenizer of the student")
+    vt, vs = (teacher or student).config.vocab_size, student.config.vocab_size
     if vt != vs:
         raise ValueError(f"teacher and student vocabularies differ (teacher {vt} tokens, student {vs}): "
                          f"distillation compares their next-token distributions token by token, so they need "
@@ -137,6 +147,9 @@ def step_losses(teacher, student, batch, cfg: DistillConfig, mapping=None, proje
     hidden = cfg.feature_weight > 0 or cfg.relation_weight > 0
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
+    if teacher is None:  # hard labels alone: no teacher to compare with, so no soft loss (NaN in the log)
+        hard = F.cross_entropy(answer_logits(student, batch)[0].float(), labels[keep])
+        return {"total": hard, "hard": hard, "soft": torch.tensor(float("nan"))}
     if topk is None:
         with torch.no_grad():
             t_logits, t_out = answer_logits(teacher, batch, hidden)
@@ -164,6 +177,8 @@ def step_losses(teacher, student, batch, cfg: DistillConfig, mapping=None, proje
 def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint_dir=None, resume: bool = False,
             *, tok=None, progress: bool = True, soft_targets=None) -> History:
     """Train `student` in place against `teacher` on `data` (rows with "prompt" and cfg.target).
+    `teacher=None` (with cfg.alpha=1 and `tok`) trains on the hard labels alone, the no-teacher
+    baseline, without paying for a teacher's forward pass; its log has soft=NaN.
 
     With `checkpoint_dir`, the student, the optimizer and the history are saved every
     cfg.checkpoint_every steps (and at the end); `resume=True` continues from the last one and
@@ -171,16 +186,16 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
     `soft_targets` (one top-k row per example, from rl.data.soft_targets) replaces the live
     teacher's forward pass, most of a step's cost; the teacher then only vouches for the vocabulary.
     """
-    if tok is None:
+    if tok is None and teacher is not None:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(teacher.name_or_path, local_files_only=True)
     _check(teacher, student, data, cfg, tok, soft_targets)
-    limit = min(teacher.config.max_position_embeddings, student.config.max_position_embeddings)
+    limit = min(m.config.max_position_embeddings for m in (teacher, student) if m is not None)
     pairs = _encode(data, cfg, tok, limit)
     mapping = layer_map(teacher, student, cfg) if cfg.feature_weight or cfg.relation_weight else None
     torch.manual_seed(cfg.seed)
-    d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+    d_s, d_t = student.config.hidden_size, (teacher or student).config.hidden_size
     projections = torch.nn.ModuleList([feature_projection(d_s, d_t) for _ in range(student.config.num_hidden_layers)]) \
         if cfg.feature_weight and d_s != d_t else None
     trainable = torch.nn.ModuleDict({"student": student} | ({"projections": projections} if projections else {}))
@@ -194,7 +209,8 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
         if info["config"] != cfg.to_dict():
             raise ValueError(f"the checkpoint was made with another config: {info['config']} != {cfg.to_dict()}")
         start, history.losses = info["step"], info["losses"]
-    teacher.eval()
+    if teacher is not None:
+        teacher.eval()
     student.train()
     began = time.perf_counter()
     try:

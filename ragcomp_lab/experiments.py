@@ -1,6 +1,6 @@
 """The distillation experiments behind the book's numbers, run on the RAG test bed.
 
-    make experiments                          # all five (see EXPERIMENTS), about 1.5 hours on 2 cores
+    make experiments                          # all of them (see EXPERIMENTS), several hours on 2 cores
     ragcomp-lab experiments sweep             # one of them
 
 Finished runs are kept under ~/.cache/ragcomp-lab/experiment-runs (one JSON per student and
@@ -216,7 +216,8 @@ def long_run(bed: Bed) -> tuple[list[dict], dict]:
 EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": sweep,
                "feature_relation": feature_relation, "long_run": long_run,
                "compress": lambda bed: __import__("ragcomp_lab.experiments_compress", fromlist=["compress_run"]).compress_run(bed),
-               "ptq_vs_qat": lambda bed: __import__("ragcomp_lab.experiments_quant", fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed)}
+               "ptq_vs_qat": lambda bed: __import__("ragcomp_lab.experiments_quant", fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed),
+               "pool_run": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_run"]).pool_run(bed)}
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -171,3 +171,25 @@ def test_with_teacher_answers_adds_the_shipped_answers(setup):
     out = data.with_teacher_answers(rows)
     _, shipped = data.read_answers()
     assert out["teacher_answer"] == [shipped[i] for i in rows["id"]]
+
+
+def test_no_teacher_trains_on_hard_labels_alone_like_alpha_one(setup):
+    """teacher=None is the alpha = 1 run without the teacher's forward pass: the same hard losses."""
+    teacher, tok, rows = setup
+    with_teacher = distill(teacher, _student(setup), rows, _cfg(alpha=1.0, T=1.0), tok=tok, progress=False)
+    alone = distill(None, _student(setup), rows, _cfg(alpha=1.0, T=1.0), tok=tok, progress=False)
+    assert alone.curve("hard") == pytest.approx(with_teacher.curve("hard"), rel=1e-5)
+    assert alone.curve("total") == alone.curve("hard")
+    assert all(r["soft"] != r["soft"] for r in alone.losses)  # NaN: there is no teacher to compare with
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(alpha=0.5), "alpha=0.5"),
+    (dict(alpha=1.0, relation_weight=1.0), "relation_weight=1.0"),
+])
+def test_no_teacher_refuses_what_needs_a_teacher(setup, kw, message):
+    _, tok, rows = setup
+    with pytest.raises(ValueError, match=f"teacher=None .*{message}"):
+        distill(None, _student(setup), rows, _cfg(**kw), tok=tok, progress=False)
+    with pytest.raises(ValueError, match="teacher=None needs tok="):
+        distill(None, _student(setup), rows, _cfg(alpha=1.0), progress=False)

@@ -1,0 +1,92 @@
+"""The floor attempt on fresh entities: `ragcomp-lab experiments pool_run`.
+
+The students of the other experiments see the 600 seed-0 train questions for several epochs and
+learn those answers by heart: at 300 steps they answer the format right and the facts wrong (F1
+6.6%). Here the same 6-layer student trains on `rl.data.train_pool()`, the train split plus the
+test beds of four other seeds (3,956 questions about other invented entities, none of the
+held-out ones): an answer can only be right if it is read out of the passages.
+
+It trains on the hard labels alone (`distill(None, ...)`: the gold answers, which the teacher
+gives on 99.6% of test questions), so a step costs the student's forward and backward only; a run
+of POOL_STEPS steps is about an hour on 2 cores. Every PROBE_EVERY steps the student answers
+PROBE_ROWS answerable questions of the validation split (never the test split), which gives the
+learning curve. The run checkpoints every 50 steps under the bed's runs_dir and resumes there
+after an interruption, the curve included. The student is kept under
+~/.cache/ragcomp-lab/students/pool; the test split scores it once, at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from . import experiments as ex
+from . import models
+from .distill import Callback, distill
+
+POOL_STEPS = 1500
+PROBE_EVERY = 250
+PROBE_ROWS = 48
+CONFIG = dataclasses.replace(ex.BASE, alpha=1.0, T=1.0, steps=POOL_STEPS, warmup_steps=20)
+
+
+def student_dir() -> Path:
+    """Where the experiment keeps its student (FP32, rl.save format)."""
+    return models.cache_dir() / "students" / "pool"
+
+
+class ValidationProbe(Callback):
+    """Answer F1 of the student on `rows` every `every` steps, appended to a JSON file (so a resumed
+    run keeps the points it already measured)."""
+
+    def __init__(self, student, tok, rows, every: int, path: Path | None):
+        self.student, self.tok, self.rows, self.every, self.path = student, tok, rows, every, path
+        self.points = json.loads(path.read_text()) if path is not None and path.is_file() else []
+
+    def on_step(self, record, history):
+        if record["step"] % self.every and record["step"] != history.config["steps"]:
+            return
+        from .data import teacher_answers
+
+        answers = teacher_answers(self.student, self.tok, self.rows, batch_size=16, progress=False)
+        self.student.train()  # teacher_answers leaves the model in eval mode; training goes on
+        m = ex.answer_metrics(answers, self.rows)
+        self.points.append({"step": record["step"], "hard": record["hard"], "f1": m["f1"],
+                            "f1_single_fact": m["f1_single_fact"], "f1_two_hop": m["f1_two_hop"]})
+        if self.path is not None:
+            ex._write_atomic(self.path, json.dumps(self.points))
+
+
+def pool_run(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None, keep=None) -> tuple[list[dict], dict]:
+    """[teacher row, student row] with quality, parameters, decoding latency and the floor ratios,
+    and the info: the config, the pool's size and the validation learning curve."""
+    from .data import rag_splits, train_pool
+    from .quant.serialize import save
+
+    pool = train_pool() if pool is None else pool
+    if probe_rows is None:
+        val = rag_splits(seed=0)["validation"]
+        probe_rows = val.select([i for i, k in enumerate(val["kind"]) if k != "unanswerable"][:PROBE_ROWS])
+    layers = ex.LAYERS[ex.STUDENT]
+    key = json.dumps([layers, cfg.to_dict(), sorted(pool["id"])])
+    run_dir = Path(bed.runs_dir) / f"pool-{hashlib.sha1(key.encode()).hexdigest()[:16]}" if bed.runs_dir else None
+    student = models.make_student(bed.teacher, keep_layers=layers)
+    probe = ValidationProbe(student, bed.tok, probe_rows, min(PROBE_EVERY, cfg.steps),
+                            run_dir / "curve.json" if run_dir else None)
+    resume = run_dir is not None and (run_dir / "latest").is_dir()
+    history = distill(None, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume, tok=bed.tok)
+    save(student, student_dir() if keep is None else keep)
+    teacher = ex._teacher_size_row(bed)
+    answers, metrics = ex.score(bed, student)
+    params = models.param_counts(student)
+    ms = ex.decode_ms_per_token(student, bed.tok, bed.test["prompt"][0])
+    row = {"model": "6 layers, train pool, no teacher", "n_layers": len(layers), "steps": cfg.steps,
+           "train_seconds": round(history.seconds, 1), "final_hard": history.losses[-1]["hard"], **metrics,
+           **{f"{k}_params": v for k, v in params.items()}, "decode_ms_per_token": ms,
+           "non_embedding_reduction": teacher["non_embedding_params"] / params["non_embedding"],
+           "decode_speedup": teacher["decode_ms_per_token"] / ms, "f1_retained": metrics["f1"] / teacher["f1"],
+           "rouge_l_retained": metrics["rouge_l"] / teacher["rouge_l"], "answers": answers}
+    return [teacher, row], {"student_layers": layers, "config": cfg.to_dict(), "pool_rows": len(pool),
+                            "probe": f"F1 on {len(probe_rows)} answerable validation questions", "curve": probe.points,
+                            "floors": ex.FLOORS, "losses": history.losses[:: max(1, len(history.losses) // 100)]}

@@ -1,0 +1,65 @@
+import pytest
+
+import ragcomp_lab as rl
+from ragcomp_lab import experiments, experiments_pool
+from ragcomp_lab.config import DistillConfig
+
+
+@pytest.fixture(scope="module")
+def run(make_bed, tmp_path_factory):
+    """pool_run on the stand-in teacher: 8 pool rows, 3 probe rows, 4 steps probed every 2."""
+    bed = make_bed(8, 3, runs_dir=tmp_path_factory.mktemp("runs"))
+    probe_rows = rl.data.rag_splits(seed=0)["validation"].select(range(3))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(experiments, "LAYERS", {1: [1]})
+    mp.setattr(experiments, "STUDENT", 1)
+    mp.setattr(experiments_pool, "PROBE_EVERY", 2)
+    cfg = DistillConfig(T=1.0, alpha=1.0, steps=4, batch_size=2, lr=1e-3)
+    keep = tmp_path_factory.mktemp("kept") / "student"
+    try:
+        first = experiments_pool.pool_run(bed, cfg, pool=bed.train, probe_rows=probe_rows, keep=keep)
+        mp.setattr(experiments_pool, "distill", _resume_only(experiments_pool.distill))
+        again = experiments_pool.pool_run(bed, cfg, pool=bed.train, probe_rows=probe_rows, keep=keep)
+    finally:
+        mp.undo()
+    return bed, first, again, keep
+
+
+def _resume_only(distill):
+    def run(*args, **kw):
+        assert kw["resume"], "a finished run was not resumed from its checkpoint"
+        return distill(*args, **kw)
+    return run
+
+
+def test_rows_hold_quality_size_speed_and_the_floor_ratios(run):
+    bed, (rows, info), _, _ = run
+    teacher, student = rows
+    assert teacher["model"] == "teacher" and student["n_layers"] == 1 and len(student["answers"]) == 3
+    for k in ("f1", "rouge_l", "faithfulness", "decode_ms_per_token", "non_embedding_params"):
+        assert k in student
+    assert student["non_embedding_reduction"] == pytest.approx(
+        teacher["non_embedding_params"] / student["non_embedding_params"])
+    assert student["decode_speedup"] == pytest.approx(teacher["decode_ms_per_token"] / student["decode_ms_per_token"])
+    assert info["pool_rows"] == 8 and info["config"]["steps"] == 4 and info["student_layers"] == [1]
+    assert all(r["soft"] != r["soft"] for r in info["losses"])  # no teacher ran: NaN soft loss
+
+
+def test_the_validation_curve_is_probed_and_kept_across_a_resume(run):
+    _, (_, info), (_, again), _ = run
+    assert [p["step"] for p in info["curve"]] == [2, 4]
+    assert all(0.0 <= p["f1"] <= 1.0 for p in info["curve"])
+    assert again["curve"] == info["curve"]  # resumed at its last step: nothing retrained, nothing re-probed
+
+
+def test_the_kept_student_is_the_trained_one(run):
+    bed, (rows, _), _, keep = run
+    student = rl.load(keep)
+    answers = rl.data.teacher_answers(student, bed.tok, bed.test, batch_size=16, progress=False)
+    assert answers == rows[1]["answers"]
+
+
+def test_the_experiment_is_registered_for_the_cli():
+    assert "pool_run" in experiments.EXPERIMENTS
+    cfg = experiments_pool.CONFIG
+    assert (cfg.alpha, cfg.steps) == (1.0, experiments_pool.POOL_STEPS)
