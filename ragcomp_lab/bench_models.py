@@ -18,7 +18,8 @@ from .evaluation import answer_perplexity, saved_bytes, token_agreement
 INT8_FILE = QuantConfig(bits=8, mode="weight_only", granularity="per_channel")
 INT4_FILE = QuantConfig(bits=4, mode="weight_only", granularity="per_group", group_size=64)
 INT8_FAST = QuantConfig(bits=8, mode="dynamic", granularity="per_channel")  # the fast CPU path (quant/api.py)
-STUDENT_LAYERS = [0, 1, 2, 27, 28, 29]  # experiments.LAYERS[6]
+# The students the experiments keep, trained: where each experiment module says it keeps it.
+KEPT = {"compress": "ragcomp_lab.experiments_compress", "pool_run": "ragcomp_lab.experiments_pool"}
 
 
 def row(name: str, value, floor: float, at_most: bool = False, note: str = "", met=None) -> dict:
@@ -82,13 +83,16 @@ def _non_embedding_bytes(model) -> int:
 
 def student(teacher, tok, test, f1_teacher: float) -> list[dict]:
     """The 6-layer student's shape against the teacher (cost depends on shape, not on training),
-    and the quality of the distilled student that `ragcomp-lab experiments compress` kept, in FP32
-    and after dynamic INT8, measured here on the same questions as the teacher."""
-    from .experiments_compress import student_dir
+    and the quality of each student an experiment kept (`ragcomp-lab experiments compress`: distilled;
+    `pool_run`: trained on the train pool), in FP32 and after dynamic INT8, measured here on the
+    same questions as the teacher."""
+    import importlib
+
+    from .experiments import LAYERS, STUDENT
     from .quant.api import quantize
     from .quant.serialize import load
 
-    s = models.make_student(teacher, keep_layers=STUDENT_LAYERS)
+    s = models.make_student(teacher, keep_layers=LAYERS[STUDENT])
     ne_t, ne_s = models.param_counts(teacher)["non_embedding"], models.param_counts(s)["non_embedding"]
     batch = tok(test["prompt"][0], return_tensors="pt", add_special_tokens=False)
     t = compare({"teacher": _decode(teacher, batch, tok), "student": _decode(s, batch, tok)}, warmup=1, repeat=5)
@@ -98,16 +102,19 @@ def student(teacher, tok, test, f1_teacher: float) -> list[dict]:
     ratio = _non_embedding_bytes(teacher) / _non_embedding_bytes(quantize(s, INT8_FAST))
     rows.append(row("distilled + INT8 dynamic, non-embedding bytes smaller than the FP32 teacher (x)", ratio, 10.0,
                     note="non-embedding tensors of the saved files (embedding and LM head excluded)"))
-    kept = student_dir()
-    names = ("distilled student answer F1, share of the teacher's", 0.9), \
-            ("distilled + INT8 dynamic answer F1, share of the teacher's", 0.85)
-    if not (kept / "quant.json").is_file():
-        return rows + [row(n, None, floor, note="not measured: no kept student, run `ragcomp-lab experiments compress`")
-                       for n, floor in names]
-    trained = load(kept)
-    for (name, floor), model in zip(names, (trained, quantize(trained, INT8_FAST))):
-        f1 = _f1(model, tok, test)
-        rows.append(row(name, f1 / f1_teacher, floor, note=f"{f1:.3f} vs {f1_teacher:.3f}, student from {kept}"))
+    names = ("trained student answer F1, share of the teacher's", 0.9), \
+            ("trained student + INT8 dynamic answer F1, share of the teacher's", 0.85)
+    kept = {name: importlib.import_module(module).student_dir() for name, module in KEPT.items()}
+    kept = {name: path for name, path in kept.items() if (path / "quant.json").is_file()}
+    if not kept:
+        return rows + [row(n, None, floor, note=f"not measured: no kept student, run `ragcomp-lab experiments "
+                                                 f"{' or '.join(KEPT)}`") for n, floor in names]
+    for experiment, path in kept.items():
+        trained = load(path)
+        for (name, floor), model in zip(names, (trained, quantize(trained, INT8_FAST))):
+            f1 = _f1(model, tok, test)
+            rows.append(row(f"{name} [{experiment}]", f1 / f1_teacher, floor,
+                            note=f"{f1:.3f} vs {f1_teacher:.3f}, student from {path}"))
     return rows
 
 

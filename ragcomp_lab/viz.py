@@ -214,6 +214,20 @@ def loss_curves(history, parts=("total", "hard", "soft", "feature", "relation"))
     return fig
 
 
+def f1_curve(points: list[dict], reference: float | None = None, reference_name: str = "teacher") -> go.Figure:
+    """Answer F1 against training steps (points: {"step", "f1", "f1_single_fact", "f1_two_hop"}), with
+    the reference's F1 as a dashed line."""
+    fig = go.Figure()
+    for key, name in (("f1", "all answerable"), ("f1_single_fact", "single fact"), ("f1_two_hop", "two hop")):
+        fig.add_trace(go.Scatter(x=[p["step"] for p in points], y=[p.get(key) for p in points], name=name,
+                                 mode="lines+markers", line=dict(width=3 if key == "f1" else 1.5)))
+    if reference is not None:
+        fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.3f}")
+    fig.update_layout(title="Answer F1 while training", xaxis_title="step", yaxis_title="F1",
+                      yaxis_range=[0, 1.05], height=380)
+    return fig
+
+
 def seed_bars(groups: dict, reference: dict | None = None, reference_name: str = "teacher") -> go.Figure:
     """groups: name -> {metric: [one value in [0, 1] per seed]}; grouped bars of the mean with
     whiskers of one standard deviation, and the reference model's value as a dashed marker."""

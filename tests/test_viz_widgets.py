@@ -166,3 +166,13 @@ def test_similarity_maps_share_one_colour_scale():
 def test_layer_losses_one_line_per_loss():
     fig = viz.layer_losses({"feature": {"0<-0": 0.1, "1<-6": 0.5}, "relation": {"0<-0": 0.01, "1<-6": 0.2}})
     assert [t.name for t in fig.data] == ["feature", "relation"] and list(fig.data[0].x) == ["0<-0", "1<-6"]
+
+
+def test_f1_curve_draws_each_kind_against_steps_and_the_reference_line():
+    points = [{"step": 250, "f1": 0.1, "f1_single_fact": 0.15, "f1_two_hop": 0.0},
+              {"step": 500, "f1": 0.3, "f1_single_fact": 0.4, "f1_two_hop": None}]
+    fig = viz.f1_curve(points, reference=0.996)
+    assert [t.name for t in fig.data] == ["all answerable", "single fact", "two hop"]
+    assert list(fig.data[0].x) == [250, 500] and list(fig.data[1].y) == [0.15, 0.4]
+    assert fig.data[2].y[1] is None  # a kind with no question in the probe is a gap, not a 0
+    assert fig.layout.shapes[0].y0 == 0.996 and "teacher 0.996" in fig.layout.annotations[0].text
