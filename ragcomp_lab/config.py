@@ -74,6 +74,7 @@ class QuantConfig:
     skip: tuple | None = None  # modules kept in float (names, prefixes, globs); None: the mode's default
     observer: str = "minmax"  # how calibration turns observed values into a range (static mode)
     scale_dtype: str = "float16"  # storage of weight-only scales: float16 (as GGUF/GPTQ) or float32
+    smooth: float | None = None  # SmoothQuant migration strength alpha in (0, 1] for the INT8 modes (quant/smooth.py)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -105,6 +106,14 @@ class QuantConfig:
         if self.observer not in self.OBSERVERS:
             raise ValueError(f"observer={self.observer!r} is not supported: use one of "
                              f"{', '.join(self.OBSERVERS)}")
+        if self.smooth is not None:
+            if isinstance(self.smooth, bool) or not isinstance(self.smooth, (int, float)) or not 0 < self.smooth <= 1:
+                raise ValueError(f"smooth={self.smooth!r} is not allowed: give SmoothQuant's alpha in (0, 1], e.g. 0.5, "
+                                 f"or None")
+            if self.mode not in INT8_MODES:
+                raise ValueError(f"smooth={self.smooth} is for the modes that quantize activations "
+                                 f"({', '.join(INT8_MODES)}), not mode={self.mode!r}")
+            self.smooth = float(self.smooth)
         if self.scale_dtype not in self.SCALE_DTYPES:
             raise ValueError(f"scale_dtype={self.scale_dtype!r} is not supported: use one of "
                              f"{', '.join(self.SCALE_DTYPES)}")

@@ -5,7 +5,8 @@ QuantLinear (bits 2..8, per-tensor / per-channel / per-group); `gptq` fills the 
 storage with error-compensated codes (gptq.py, needs calib); `dynamic` uses PyTorch's INT8 dynamic
 quantization (torch.ao: INT8 weights, activations quantized per call at run time); `static`
 fixes INT8 activation grids by calibration with an observer (static.py, observers.py); `qat` is
-prepare / convert around the user's own training (qat.py).
+prepare / convert around the user's own training (qat.py). `smooth=alpha` (dynamic and static)
+first applies SmoothQuant to every MLP (smooth.py), which needs `calib`.
 Backend choices live here and in static.py (its fbgemm kernel): `dynamic_*` below are also what `serialize` uses to
 store and rebuild torch.ao layers, so changing the dynamic backend touches only this module.
 
@@ -72,6 +73,11 @@ def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str
         raise ValueError(f"step={step!r} is only for mode='qat'; mode={cfg.mode!r} quantizes in one call")
     if cfg.mode in NEEDS_CALIB:
         _check_calib(cfg.mode, calib)
+    if cfg.smooth is not None:
+        if calib is None:
+            raise ValueError(f"smooth={cfg.smooth} needs calibration data: pass calib=, a non-empty list of input "
+                             f"batches; the smoothing scales come from the activations' largest values per channel")
+        _check_calib(cfg.mode, calib)
     if cfg.observer != "minmax" and cfg.mode != "static":
         raise NotImplementedError(f"observer={cfg.observer!r} is for calibrated modes; mode={cfg.mode!r} takes "
                                   f"weight ranges from min/max: use observer='minmax'")
@@ -83,6 +89,10 @@ def quantize(model: nn.Module, cfg: QuantConfig | None, calib=None, *, step: str
         raise ValueError(f"skip={cfg.skip} is not supported by mode={cfg.mode!r}: a cast model runs in one dtype; "
                          f"use mode='weight_only' or 'dynamic' for mixed precision")
     out = copy.deepcopy(model)
+    if cfg.smooth is not None:  # exact in float: moves activation outliers into the weights before INT8
+        from .smooth import smooth_mlps
+        from .static import _batches  # local: static imports this module
+        smooth_mlps(out, _batches(calib), cfg.smooth)
     if cfg.mode in CASTS:
         out.to(CASTS[cfg.mode])
     elif cfg.mode == "weight_only":
