@@ -91,7 +91,7 @@ def test_teacher_bits_panel_answers_on_click(teacher_and_tok, rows):
     (dict(bits=4, question=3), "question=3 .*0 to 2"),
     (dict(bits=4, question=True), "question=True"),
     (dict(bits=4, granularity="per_row"), "granularity='per_row'"),
-    (dict(bits=4, group_size=48), "group_size=48 does not divide"),
+    (dict(bits=4, group_size=100), "group_size=100 does not divide"),
     (dict(bits=4, max_new_tokens=0), "max_new_tokens=0"),
 ])
 def test_bits_effect_names_bad_input(teacher_and_tok, rows, kwargs, message):
