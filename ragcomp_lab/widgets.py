@@ -111,3 +111,6 @@ class LiveLossCurve(Callback):
                     trace = self.figure.data[-1]
                 xs = [r["step"] for r in history.losses if name in r]
                 trace.x, trace.y = xs, [r[name] for r in history.losses if name in r]
+
+
+from .widgets_quant import *  # noqa: E402,F401,F403  (its __all__: rl.widgets.bits_effect, layer_quant_panel, ...)
