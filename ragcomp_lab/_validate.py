@@ -98,3 +98,14 @@ def mask_for(mask, logits: torch.Tensor) -> torch.Tensor | None:
     if not mask.any():
         raise ValueError("mask selects no position: there is nothing to average the loss over")
     return mask
+
+
+def rag_rows(name: str, rows, columns, empty: str) -> None:
+    """`rows` must be a non-empty split of rl.data.rag_splits with `columns`; `empty` says what
+    the rows are for, in the error an empty split raises."""
+    missing = [c for c in columns if c not in getattr(rows, "column_names", ())]
+    if missing:
+        raise ValueError(f"{name} must be a split of rl.data.rag_splits with the columns {', '.join(columns)}; "
+                         f"missing {missing}")
+    if len(rows) == 0:
+        raise ValueError(f"{name} is empty: {empty}")

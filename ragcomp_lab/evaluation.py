@@ -33,12 +33,7 @@ COLUMNS = ("prompt", "answer", "kind", "passages")
 
 
 def _check_data(data) -> None:
-    missing = [c for c in COLUMNS if c not in getattr(data, "column_names", ())]
-    if missing:
-        raise ValueError(f"data needs the columns {', '.join(COLUMNS)} (a split of rl.data.rag_splits); "
-                         f"missing {missing}")
-    if len(data) == 0:
-        raise ValueError("data is empty: there is nothing to evaluate")
+    _validate.rag_rows("data", data, COLUMNS, "there is nothing to evaluate")
 
 
 def answer_perplexity(model, tok, rows, batch_size: int = 16, column: str = "answer") -> float:

@@ -175,17 +175,24 @@ def _teacher_size_row(bed: Bed) -> dict:
     return bed.runs["teacher_size"]
 
 
+def size_ratios(bed: Bed, student, row: dict) -> dict:
+    """`row` (a scored student) with the student's parameters and decoding latency, and the floor
+    ratios against the teacher: fewer non-embedding weights, decoding speed-up, F1 and ROUGE-L kept."""
+    teacher = _teacher_size_row(bed)
+    params = models.param_counts(student)
+    ms = decode_ms_per_token(student, bed.tok, bed.test["prompt"][0])
+    return {**row, **{f"{k}_params": v for k, v in params.items()}, "decode_ms_per_token": ms,
+            "non_embedding_reduction": teacher["non_embedding_params"] / params["non_embedding"],
+            "decode_speedup": teacher["decode_ms_per_token"] / ms, "f1_retained": row["f1"] / teacher["f1"],
+            "rouge_l_retained": row["rouge_l"] / teacher["rouge_l"]}
+
+
 def student_size_row(bed: Bed, n_layers: int, cfg: DistillConfig, **extra) -> list[dict]:
     """[teacher row, student row]: quality, parameters and decoding latency, and the ratios."""
     teacher = _teacher_size_row(bed)
     row = run_row(bed, n_layers, cfg, **extra)
     student = models.make_student(bed.teacher, keep_layers=LAYERS[n_layers])  # same shape: the same cost
-    params = models.param_counts(student)
-    ms = decode_ms_per_token(student, bed.tok, bed.test["prompt"][0])
-    return [teacher, {**row, **{f"{k}_params": v for k, v in params.items()}, "decode_ms_per_token": ms,
-                      "non_embedding_reduction": teacher["non_embedding_params"] / params["non_embedding"],
-                      "decode_speedup": teacher["decode_ms_per_token"] / ms, "f1_retained": row["f1"] / teacher["f1"],
-                      "rouge_l_retained": row["rouge_l"] / teacher["rouge_l"]}]
+    return [teacher, size_ratios(bed, student, row)]
 
 
 def student_size(bed: Bed) -> tuple[list[dict], dict]:

@@ -79,14 +79,9 @@ def pool_run(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None, keep=None) -> 
     save(student, student_dir() if keep is None else keep)
     teacher = ex._teacher_size_row(bed)
     answers, metrics = ex.score(bed, student)
-    params = models.param_counts(student)
-    ms = ex.decode_ms_per_token(student, bed.tok, bed.test["prompt"][0])
-    row = {"model": "6 layers, train pool, no teacher", "n_layers": len(layers), "steps": cfg.steps,
-           "train_seconds": round(history.seconds, 1), "final_hard": history.losses[-1]["hard"], **metrics,
-           **{f"{k}_params": v for k, v in params.items()}, "decode_ms_per_token": ms,
-           "non_embedding_reduction": teacher["non_embedding_params"] / params["non_embedding"],
-           "decode_speedup": teacher["decode_ms_per_token"] / ms, "f1_retained": metrics["f1"] / teacher["f1"],
-           "rouge_l_retained": metrics["rouge_l"] / teacher["rouge_l"], "answers": answers}
+    row = ex.size_ratios(bed, student, {"model": "6 layers, train pool, no teacher", "n_layers": len(layers),
+                                        "steps": cfg.steps, "train_seconds": round(history.seconds, 1),
+                                        "final_hard": history.losses[-1]["hard"], **metrics, "answers": answers})
     return [teacher, row], {"student_layers": layers, "config": cfg.to_dict(), "pool_rows": len(pool),
                             "probe": f"F1 on {len(probe_rows)} answerable validation questions", "curve": probe.points,
                             "floors": ex.FLOORS, "losses": history.losses[:: max(1, len(history.losses) // 100)]}

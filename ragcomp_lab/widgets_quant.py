@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 
 from . import _validate, viz_quant
+from .checkpoint import unique_tensors
 from .config import QuantConfig
 from .widgets import Panel
 
@@ -49,22 +50,14 @@ def layer_input(model: torch.nn.Module, tok, layer: str, prompt: str) -> torch.T
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the model's parameters and buffers in memory, a shared (tied) tensor once."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-    return total
+    """Bytes of the model's parameters and buffers in memory, a shared (tied) tensor once: not
+    bench.size_bytes, which serializes and counts the file's headers too."""
+    tensors = dict(model.named_parameters()) | {f"buffer {n}": b for n, b in model.named_buffers()}
+    return sum(t.numel() * t.element_size() for t in unique_tensors(tensors).values())
 
 
 def _check_rows(rows, question) -> None:
-    missing = [c for c in COLUMNS if c not in getattr(rows, "column_names", ())]
-    if missing:
-        raise ValueError(f"rows must be a split of rl.data.rag_splits with the columns {', '.join(COLUMNS)}; "
-                         f"missing {missing}")
-    if len(rows) == 0:
-        raise ValueError("rows is empty: give at least one test question")
+    _validate.rag_rows("rows", rows, COLUMNS, "give at least one test question")
     if isinstance(question, bool) or not isinstance(question, int) or not 0 <= question < len(rows):
         raise ValueError(f"question={question!r} is not allowed: use a row index from 0 to {len(rows) - 1}")
 
