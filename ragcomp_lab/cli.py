@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     sub.add_parser("teacher-adapter", help="retrain the teacher's LoRA adapter").set_defaults(run=_teacher_adapter)
     sub.add_parser("teacher-answers", help="regenerate the teacher's answers").set_defaults(run=_teacher_answers)
     p = sub.add_parser("experiments", help="run the distillation experiments and write results/<name>.json and .csv")
-    p.add_argument("names", nargs="*", help="kd_vs_hard, sweep, student_size, feature_relation (default: all)")
+    p.add_argument("names", nargs="*",
+                   help="names from experiments.EXPERIMENTS, e.g. kd_vs_hard pool_run ptq_vs_qat_pool (default: all)")
     p.add_argument("--out", default="results")
     p.set_defaults(run=_experiments)
     args = parser.parse_args(argv)

@@ -58,11 +58,11 @@ class ValidationProbe(Callback):
             ex._write_atomic(self.path, json.dumps(self.points))
 
 
-def pool_run(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None, keep=None) -> tuple[list[dict], dict]:
-    """[teacher row, student row] with quality, parameters, decoding latency and the floor ratios,
-    and the info: the config, the pool's size and the validation learning curve."""
+def trained_student(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None):
+    """(student, history, probe, pool): the 6-layer student trained `cfg` on the pool, probed on
+    `probe_rows`. With a runs_dir the run checkpoints there and resumes, so a finished run only
+    loads its last checkpoint (history.seconds then counts this call's steps: none)."""
     from .data import rag_splits, train_pool
-    from .quant.serialize import save
 
     pool = train_pool() if pool is None else pool
     if probe_rows is None:
@@ -76,6 +76,16 @@ def pool_run(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None, keep=None) -> 
                             run_dir / "curve.json" if run_dir else None)
     resume = run_dir is not None and (run_dir / "latest").is_dir()
     history = distill(None, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume, tok=bed.tok)
+    return student, history, probe, pool
+
+
+def pool_run(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None, keep=None) -> tuple[list[dict], dict]:
+    """[teacher row, student row] with quality, parameters, decoding latency and the floor ratios,
+    and the info: the config, the pool's size and the validation learning curve."""
+    from .quant.serialize import save
+
+    student, history, probe, pool = trained_student(bed, cfg, pool, probe_rows)
+    layers = ex.LAYERS[ex.STUDENT]
     save(student, student_dir() if keep is None else keep)
     teacher = ex._teacher_size_row(bed)
     answers, metrics = ex.score(bed, student)
@@ -83,5 +93,5 @@ def pool_run(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None, keep=None) -> 
                                         "steps": cfg.steps, "train_seconds": round(history.seconds, 1),
                                         "final_hard": history.losses[-1]["hard"], **metrics, "answers": answers})
     return [teacher, row], {"student_layers": layers, "config": cfg.to_dict(), "pool_rows": len(pool),
-                            "probe": f"F1 on {len(probe_rows)} answerable validation questions", "curve": probe.points,
+                            "probe": f"F1 on {len(probe.rows)} answerable validation questions", "curve": probe.points,
                             "floors": ex.FLOORS, "losses": history.losses[:: max(1, len(history.losses) // 100)]}

@@ -60,11 +60,14 @@ def extra_config(base: DistillConfig, steps: int = EXTRA_STEPS) -> DistillConfig
     return dataclasses.replace(base, steps=steps, lr=EXTRA_LR, warmup_steps=min(EXTRA_WARMUP, steps - 1))
 
 
-def qat_distill(bed, student, bits: int, cfg: DistillConfig):
-    """(converted, prepared, History): QAT run as distillation; `student` itself is not modified."""
+def qat_distill(bed, student, bits: int, cfg: DistillConfig, data=None, soft_targets="cache"):
+    """(converted, prepared, History): QAT run as distillation on `data` (default bed.train, with
+    the bed's top-k cache; soft_targets=None distills from the live teacher); `student` itself is
+    not modified."""
+    data = bed.train if data is None else data
+    soft_targets = bed.soft_targets if isinstance(soft_targets, str) and soft_targets == "cache" else soft_targets
     prepared = quantize(student, scheme(bits, mode="qat"), step="prepare")
-    history = distill(bed.teacher, prepared, bed.train, cfg, tok=bed.tok, soft_targets=bed.soft_targets,
-                      progress=False)
+    history = distill(bed.teacher, prepared, data, cfg, tok=bed.tok, soft_targets=soft_targets, progress=False)
     return quantize(prepared, None, step="convert"), prepared, history
 
 
@@ -128,51 +131,83 @@ class _Store:
         return model.eval(), seconds
 
 
-def ptq_vs_qat(bed, bits=BITS, steps: int = EXTRA_STEPS) -> tuple[list[dict], dict]:
-    """Rows: float, float + steps, and per width PTQ, QAT and PTQ of float + steps (see the module doc)."""
+SOURCES = ("split", "pool")  # where the float student comes from (see ptq_vs_qat)
+
+
+def ptq_vs_qat(bed, bits=BITS, steps: int = EXTRA_STEPS, source: str = "split", pool=None,
+               pool_config=None) -> tuple[list[dict], dict]:
+    """Rows: float, float + steps, and per width PTQ, QAT and PTQ of float + steps (see the module doc).
+
+    source="split": the float student is distilled with ex.BASE on bed.train from the top-k cache,
+    and the extra steps (QAT's and the control's) distill on bed.train from that cache too.
+    source="pool": the float student is experiments_pool's (hard labels on the train pool,
+    `pool_config`, default experiments_pool.CONFIG; loaded from its finished run, trained
+    otherwise), and the extra steps distill from the live teacher on the pool (`pool`, default
+    rl.data.train_pool()): the cache covers the seed-0 train split only."""
+    from . import experiments_pool as xp
+
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r} is not supported: use one of {', '.join(SOURCES)}")
     bits = tuple(bits)
     if not bits:
         raise ValueError("bits is empty: give at least one width, e.g. (8, 4, 3, 2)")
     for b in bits:
         scheme(b)  # a clear error before any training
     extra = extra_config(ex.BASE, steps)
-    store = _Store(bed, [ex.STUDENT, ex.LAYERS[ex.STUDENT], ex.BASE.to_dict(), extra.to_dict(), ex.TOPK, GROUP_SIZE],
-                   [ANSWER_ROWS])
-    common = {"n_layers": ex.STUDENT, "T": ex.BASE.T, "alpha": ex.BASE.alpha}
+    if source == "split":
+        data, soft, base = bed.train, bed.soft_targets, ex.BASE
+        key = [ex.STUDENT, ex.LAYERS[ex.STUDENT], ex.BASE.to_dict(), extra.to_dict(), ex.TOPK, GROUP_SIZE]
+    else:
+        from .data import train_pool
+
+        data = train_pool() if pool is None else pool
+        soft, base = None, xp.CONFIG if pool_config is None else pool_config
+        key = ["pool", ex.STUDENT, ex.LAYERS[ex.STUDENT], base.to_dict(), extra.to_dict(), sorted(data["id"]),
+               GROUP_SIZE]
+    store = _Store(bed, key, [ANSWER_ROWS])
+    common = {"n_layers": ex.STUDENT, "T": extra.T, "alpha": extra.alpha}
 
     def train(cfg):
         def make(model):
-            return distill(bed.teacher, model, bed.train, cfg, tok=bed.tok, soft_targets=bed.soft_targets,
-                           progress=False).seconds
+            return distill(bed.teacher, model, data, cfg, tok=bed.tok, soft_targets=soft, progress=False).seconds
         return make
+
+    def train_float(model):
+        if source == "split":
+            return train(base)(model)
+        trained, history, _, _ = xp.trained_student(bed, base, data)
+        model.load_state_dict(trained.state_dict())
+        return None  # its training time is pool_run's (results/pool_run.json), not this call's
 
     def train_longer(model):
         model.load_state_dict(student.state_dict())
         return train(extra)(model)
 
-    student, base_s = store.student("float", train(ex.BASE))
+    student, base_s = store.student("float", train_float)
     longer, long_s = store.student("float+steps", train_longer)
     rows = [store.row("float", lambda: score_row(bed, student, student, **common, model="float", method="float",
-                                                 bits=None, steps=ex.BASE.steps, train_seconds=round(base_s, 1))),
+                                                 bits=None, steps=base.steps,
+                                                 train_seconds=None if base_s is None else round(base_s, 1))),
             store.row("float+steps", lambda: score_row(bed, longer, student, **common, model="float + steps",
-                                                       method="float + steps", bits=None, steps=ex.BASE.steps + steps,
+                                                       method="float + steps", bits=None, steps=base.steps + steps,
                                                        train_seconds=round(long_s, 1)))]
     for b in bits:
         q = {"bits": b, "granularity": scheme(b).granularity, "group_size": scheme(b).group_size}
         rows.append(store.row(f"ptq{b}", lambda: score_row(bed, quantize(student, scheme(b)), student, **common,
-                                                           model=f"PTQ {b}-bit", method="PTQ", steps=ex.BASE.steps, **q)))
+                                                           model=f"PTQ {b}-bit", method="PTQ", steps=base.steps, **q)))
 
         def qat_row():
-            converted, prepared, history = qat_distill(bed, student, b, extra)
+            converted, prepared, history = qat_distill(bed, student, b, extra, data, soft)
             gap = max_logit_gap(prepared, converted, bed.tok, bed.test["prompt"][:2])
             return score_row(bed, converted, student, **common, model=f"QAT {b}-bit", method="QAT",
-                             steps=ex.BASE.steps + steps, train_seconds=round(history.seconds, 1),
+                             steps=base.steps + steps, train_seconds=round(history.seconds, 1),
                              final_total=history.losses[-1]["total"], prepared_converted_max_gap=gap, **q)
         rows.append(store.row(f"qat{b}", qat_row))
         rows.append(store.row(f"ptq+steps{b}", lambda: score_row(
             bed, quantize(longer, scheme(b)), student, **common, model=f"PTQ of float + steps {b}-bit",
-            method="PTQ of float + steps", steps=ex.BASE.steps + steps, **q)))
-    info = {"bits": list(bits), "group_size": GROUP_SIZE, "extra_config": extra.to_dict(), "answer_rows": ANSWER_ROWS,
+            method="PTQ of float + steps", steps=base.steps + steps, **q)))
+    info = {"source": source, "float_config": base.to_dict(), "live_teacher": soft is None, "bits": list(bits),
+            "group_size": GROUP_SIZE, "extra_config": extra.to_dict(), "answer_rows": ANSWER_ROWS,
             "schemes": {str(b): scheme(b).to_dict() for b in bits}, "reference": "float student",
             "recovered": {metric: recovered(rows, metric) for metric in ("answer_perplexity", "answer_cross_entropy")}}
     return rows, info

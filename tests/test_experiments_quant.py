@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from ragcomp_lab import experiments, experiments_quant, models
+from ragcomp_lab import experiments, experiments_pool, experiments_quant, models
+from ragcomp_lab.evaluation import answer_perplexity
 from ragcomp_lab.config import DistillConfig
 from ragcomp_lab.quant.linear import QuantLinear
 from ragcomp_lab.quant.qat import FakeQuantLinear
@@ -83,6 +84,31 @@ def test_unsupported_bits_are_refused_by_name(bits):
         experiments_quant.scheme(bits)
 
 
+def test_the_pool_source_starts_from_the_pool_runs_student_and_distills_from_the_live_teacher(bed, small,
+                                                                                                 monkeypatch):
+    pool_cfg = DistillConfig(T=1.0, alpha=1.0, steps=2, batch_size=2, lr=1e-3)
+    pool, probe = bed.train.select(range(8)), bed.test.select(range(2))
+    trained, _, _, _ = experiments_pool.trained_student(bed, pool_cfg, pool, probe_rows=probe)
+    calls, distill = [], experiments_quant.distill
+
+    def spy(teacher, student, data, cfg, **kw):
+        calls.append((len(data), kw["soft_targets"]))
+        return distill(teacher, student, data, cfg, **kw)
+    monkeypatch.setattr(experiments_quant, "distill", spy)
+    rows, info = experiments_quant.ptq_vs_qat(bed, bits=(4,), steps=2, source="pool", pool=pool, pool_config=pool_cfg)
+    assert info["source"] == "pool" and info["live_teacher"] and info["float_config"] == pool_cfg.to_dict()
+    assert calls == [(8, None), (8, None)]  # the control's and QAT's extra steps, live, on the pool
+    float_row = rows[0]
+    assert float_row["train_seconds"] is None and float_row["steps"] == 2  # trained by pool_run, not here
+    assert float_row["answer_perplexity"] == pytest.approx(answer_perplexity(trained, bed.tok, bed.test))
+    assert [(r["method"], r["bits"]) for r in rows][2:] == [("PTQ", 4), ("QAT", 4), ("PTQ of float + steps", 4)]
+
+
+def test_an_unknown_source_is_refused_by_name(bed, small):
+    with pytest.raises(ValueError, match="source='hub'.*split, pool"):
+        experiments_quant.ptq_vs_qat(bed, bits=(4,), source="hub")
+
+
 def test_bad_widths_are_refused_before_any_training(bed, small):
     with pytest.raises(ValueError, match="bits=16"):
         experiments_quant.ptq_vs_qat(bed, bits=(4, 16))
@@ -109,4 +135,4 @@ def test_recovered_share_is_zero_for_no_gain_one_for_full_recovery_and_none_when
 
 
 def test_the_experiment_is_registered_for_the_cli():
-    assert "ptq_vs_qat" in experiments.EXPERIMENTS
+    assert "ptq_vs_qat" in experiments.EXPERIMENTS and "ptq_vs_qat_pool" in experiments.EXPERIMENTS
