@@ -79,3 +79,40 @@ def test_non_embedding_bytes_leave_out_embedding_and_head():
     assert _non_embedding_bytes(m) == 4 * (linear + norms)
     q8 = rl.quantize(m, rl.QuantConfig(bits=8, mode="weight_only"))
     assert _non_embedding_bytes(q8) < _non_embedding_bytes(m) / 3.5
+
+
+def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ragcomp_lab import bench_models
+    from ragcomp_lab.bench import Latency
+
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, text, **kw):
+            return {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=8)
+    model = LlamaForCausalLM(cfg).eval()
+    lengths = []  # the number of tokens each timed call generated
+    real = bench_models._decode
+
+    def counting(m, batch, tok, new_tokens=32):
+        run = real(m, batch, tok, new_tokens)
+        return lambda: lengths.append(run().shape[1] - 3)
+    monkeypatch.setattr(bench_models, "_decode", counting)
+    out = bench_models.decode_costs({"a": model}, Tok(), "p", new_tokens=4, warmup=0, repeat=1)
+    assert sorted(lengths) == [1, 5]  # one token (the prompt's forward) and 1 + 4
+    a = out["a"]
+    assert a["prompt_tokens"] == 3 and a["total_ms"] >= a["prefill_ms"] > 0
+
+    fixed = {"a prefill": 0.2, "a total": 1.0, "b prefill": 0.1, "b total": 0.3}
+    monkeypatch.setattr(bench_models, "compare",
+                        lambda fns, **kw: {k: Latency(fixed[k], [fixed[k]], 2) for k in fns})
+    out = bench_models.decode_costs({"a": model, "b": model}, Tok(), "p", new_tokens=4)
+    assert out["a"]["ms_per_token"] == pytest.approx(200.0) and out["b"]["ms_per_token"] == pytest.approx(50.0)
+    assert out["a"]["prefill_ms"] == pytest.approx(200.0) and out["b"]["total_ms"] == pytest.approx(300.0)
+    with pytest.raises(ValueError, match="new_tokens=0"):
+        bench_models.decode_costs({"a": model}, Tok(), "p", new_tokens=0)
