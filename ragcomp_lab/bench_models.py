@@ -60,9 +60,10 @@ def decode_costs(models: dict, tok, prompt: str, new_tokens: int = 32, warmup: i
 
 
 def _speed_note(base: dict, other: dict) -> str:
+    prefill, total = base["prefill_ms"] / other["prefill_ms"], base["total_ms"] / other["total_ms"]
     return (f"{base['ms_per_token']:.1f} vs {other['ms_per_token']:.1f} ms per token after a "
-            f"{base['prompt_tokens']}-token prompt, whose forward pass is {base['prefill_ms'] / other['prefill_ms']:.2f}x faster; "
-            f"end to end {base['total_ms'] / other['total_ms']:.2f}x")
+            f"{base['prompt_tokens']}-token prompt, whose forward pass is {prefill:.2f}x faster; "
+            f"end to end {total:.2f}x")
 
 
 def quantization(teacher, tok, test, f1_teacher: float) -> list[dict]:

@@ -1,13 +1,15 @@
-"""PTQ against QAT on the distilled 6-layer student: `ragcomp-lab experiments ptq_vs_qat`.
+"""PTQ against QAT on the 6-layer student: `ragcomp-lab experiments ptq_vs_qat` and `ptq_vs_qat_pool`.
 
-The float student is experiments.LAYERS[STUDENT] distilled with experiments.BASE from the top-k
-cache. At each of BITS it is quantized two ways, weight-only, every nn.Linear (the tied LM head and
-input embedding too, most of the model's weights): per-channel at 8 bits, per-group (GROUP_SIZE
-inputs per scale) at 4 bits and fewer, symmetric, float16 scales.
+The float student is experiments.LAYERS[STUDENT], either distilled with experiments.BASE from the
+top-k cache of the seed-0 train split (ptq_vs_qat, source="split"), or experiments_pool's student,
+trained on the train pool (ptq_vs_qat_pool, source="pool"; the extra steps then distill from the
+live teacher on the pool). At each of BITS it is quantized two ways, weight-only, every
+nn.Linear (the tied LM head and input embedding too, most of the model's weights): per-channel at
+8 bits, per-group (GROUP_SIZE inputs per scale) at 4 bits and fewer, symmetric, float16 scales.
 
 - PTQ: round-to-nearest of the float student's weights (rl.quantize, mode="weight_only").
-- QAT: prepare -> `extra_config` steps of distillation from the teacher (the same T, alpha,
-  batches and top-k cache as BASE; lower peak lr, warm-up then cosine) -> convert.
+- QAT: prepare -> `extra_config` steps of distillation from the teacher (BASE's T, alpha and
+  batch size, on the float student's data; lower peak lr, warm-up then cosine) -> convert.
 - Control "float + steps": the float student given the same extra steps without fake quantization,
   then PTQ of that model at each width. Without it, QAT's gain over PTQ mixes two causes: training
   against the quantization grid, and simply training longer.
@@ -16,8 +18,8 @@ Every model is scored as the other experiments score a student: answer perplexit
 answerable questions of the whole test split (150 questions), plus KL / top-1 agreement with the
 float student there (evaluation.token_agreement), and the size `rl.save` writes. Greedy answers
 (F1, faithfulness, hallucination) come from the first ANSWER_ROWS test questions only: generation
-is most of a row's cost (3 min for the 150 on a busy 2-core machine, 14 rows). Finished rows and the two float students are kept in the bed's
-runs_dir, so an interrupted run resumes.
+is most of a row's cost (3 min for the 150 on a busy 2-core machine, 14 rows). Finished rows and
+the two float students are kept in the bed's runs_dir, so an interrupted run resumes.
 """
 from __future__ import annotations
 
