@@ -21,7 +21,8 @@ INT8_FAST = QuantConfig(bits=8, mode="dynamic", granularity="per_channel")  # th
 INT8_SMOOTH = QuantConfig(mode="dynamic", skip=(), smooth=0.8)  # every Linear INT8, SmoothQuant first (chapter 7)
 CALIB_PROMPTS = 4  # train prompts that give SmoothQuant its activation maxima
 # The students the experiments keep, trained: where each experiment module says it keeps it.
-KEPT = {"compress": "ragcomp_lab.experiments_compress", "pool_run": "ragcomp_lab.experiments_pool"}
+KEPT = {"compress": ("ragcomp_lab.experiments_compress", ()), "pool_run": ("ragcomp_lab.experiments_pool", ()),
+        "pool_kd": ("ragcomp_lab.experiments_pool", ("pool-kd",))}  # module, student_dir's arguments
 
 
 def row(name: str, value, floor: float, at_most: bool = False, note: str = "", met=None) -> dict:
@@ -141,7 +142,7 @@ def student(teacher, tok, test, f1_teacher: float) -> list[dict]:
                     note="non-embedding tensors of the saved files (embedding and LM head excluded)"))
     names = ("trained student answer F1, share of the teacher's", 0.9), \
             ("trained student + INT8 dynamic answer F1, share of the teacher's", 0.85)
-    kept = {name: importlib.import_module(module).student_dir() for name, module in KEPT.items()}
+    kept = {name: importlib.import_module(module).student_dir(*args) for name, (module, args) in KEPT.items()}
     kept = {name: path for name, path in kept.items() if (path / "quant.json").is_file()}
     if not kept:
         return rows + [row(n, None, floor, note=f"not measured: no kept student, run `ragcomp-lab experiments "

@@ -225,6 +225,7 @@ EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": 
                "compress": lambda bed: __import__("ragcomp_lab.experiments_compress", fromlist=["compress_run"]).compress_run(bed),
                "ptq_vs_qat": lambda bed: __import__("ragcomp_lab.experiments_quant", fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed),
                "pool_run": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_run"]).pool_run(bed),
+               "pool_kd": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_kd"]).pool_kd(bed),
                "ptq_vs_qat_pool": lambda bed: __import__("ragcomp_lab.experiments_quant",
                                                          fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed, source="pool")}
 

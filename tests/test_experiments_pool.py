@@ -60,6 +60,35 @@ def test_the_kept_student_is_the_trained_one(run):
 
 
 def test_the_experiment_is_registered_for_the_cli():
+    assert "pool_kd" in experiments.EXPERIMENTS
     assert "pool_run" in experiments.EXPERIMENTS
     cfg = experiments_pool.CONFIG
     assert (cfg.alpha, cfg.steps) == (1.0, experiments_pool.POOL_STEPS)
+
+
+def test_pool_kd_distills_from_the_pools_top_k_cache_and_keeps_its_own_student(make_bed, tmp_path, monkeypatch):
+    bed = make_bed(6, 2, runs_dir=tmp_path / "runs")
+    monkeypatch.setattr(experiments, "LAYERS", {1: [1]})
+    monkeypatch.setattr(experiments, "STUDENT", 1)
+    calls, distill = [], experiments_pool.distill
+
+    def spy(teacher, student, data, cfg, *args, **kw):
+        calls.append((teacher is bed.teacher, kw.get("soft_targets")))
+        return distill(teacher, student, data, cfg, *args, **kw)
+    monkeypatch.setattr(experiments_pool, "distill", spy)
+    cfg = DistillConfig(T=2.0, alpha=0.5, steps=2, batch_size=2, lr=1e-3)
+    keep = tmp_path / "kd"
+    rows, info = experiments_pool.pool_kd(bed, cfg, pool=bed.train, probe_rows=bed.test, keep=keep)
+    (used_teacher, soft), = calls
+    assert used_teacher and len(soft) == len(bed.train) and soft[0]["ids"].shape[-1] == experiments.TOPK
+    assert rows[1]["model"] == "6 layers, train pool, distilled" and info["config"]["alpha"] == 0.5
+    assert (keep / "quant.json").is_file()
+    assert experiments_pool.KD_CONFIG.steps == experiments_pool.CONFIG.steps  # the same budget as pool_run
+    kd, base = experiments_pool.KD_CONFIG, experiments.BASE
+    assert (kd.T, kd.alpha) == (base.T, base.alpha)
+    assert experiments_pool.student_dir("pool-kd") != experiments_pool.student_dir()
+
+
+def test_pool_kd_refuses_hard_labels_alone(make_bed):
+    with pytest.raises(ValueError, match="alpha=1.0 trains on hard labels alone"):
+        experiments_pool.pool_kd(make_bed(2, 1), DistillConfig(T=1.0, alpha=1.0, steps=1, batch_size=1))
