@@ -106,7 +106,7 @@ def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monke
     out = bench_models.decode_costs({"a": model}, Tok(), "p", new_tokens=4, warmup=0, repeat=1)
     assert sorted(lengths) == [1, 5]  # one token (the prompt's forward) and 1 + 4
     a = out["a"]
-    assert a["prompt_tokens"] == 3 and a["total_ms"] >= a["prefill_ms"] > 0
+    assert a["prompt_tokens"] == 3 and a["total_ms"] > 0 and a["prefill_ms"] > 0  # no timing order: noise
 
     fixed = {"a prefill": 0.2, "a total": 1.0, "b prefill": 0.1, "b total": 0.3}
     monkeypatch.setattr(bench_models, "compare",
