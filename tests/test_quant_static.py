@@ -128,7 +128,7 @@ def layer(granularity="per_channel", bias=True, seed=0, shape=(40, 72)):
     with torch.no_grad():
         lin.weight.copy_(torch.randn(shape, generator=g) * 0.05)
     x = torch.randn(3, 5, shape[1], generator=g) * 2 + 0.4
-    o = observers.MinMaxObserver()
+    o = observers.MinMaxObserver(bits=static.ACT_BITS)
     o.observe(x[:, :4])  # the last position may fall outside the calibrated range: it is clamped
     return StaticQuantLinear.from_linear(lin, *o.qparams(), granularity=granularity), lin, x
 
@@ -138,7 +138,7 @@ def layer(granularity="per_channel", bias=True, seed=0, shape=(40, 72)):
 def test_forward_is_quantize_int_matmul_dequantize_by_hand(granularity, bias):
     m, lin, x = layer(granularity, bias)
     sx, zx = m.input_scale, m.input_zero_point
-    xq = primitives.quantize(x, sx, zx, 8, symmetric=False)  # uint8 codes, affine
+    xq = primitives.quantize(x, sx, zx, static.ACT_BITS, symmetric=False)  # uint8 codes 0..127, affine
     sw, zw = primitives.qparams(lin.weight, 8, True, granularity)
     wq = primitives.quantize(lin.weight, sw, zw, 8, True, granularity)  # int8 codes, symmetric
     assert torch.equal(m.weight_int8, wq) and torch.equal(m.weight_scale, sw)
@@ -154,8 +154,10 @@ def test_input_codes_are_torch_quantize_per_tensor_and_primitives_up_to_ties():
     x = torch.randn(200_000, generator=torch.Generator().manual_seed(3)) * 2
     s, z = m._input_qparams
     codes = m.input_codes(x)
-    assert torch.equal(codes, torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr())
-    diff = (codes.int() - primitives.quantize(x, m.input_scale, m.input_zero_point, 8, False).int()).abs()
+    assert codes.max() == static.ACT_MAX  # x reaches past the calibrated range: clipped to 7 bits
+    # forward clips x to the 7-bit grid's range, then the kernel quantizes as torch.quantize_per_tensor does
+    assert torch.equal(codes, torch.quantize_per_tensor(x.clamp(*m._input_clip), s, z, torch.quint8).int_repr())
+    diff = (codes.int() - primitives.quantize(x, m.input_scale, m.input_zero_point, static.ACT_BITS, False).int()).abs()
     assert diff.max() <= 1 and diff.sum() <= 10  # a fused multiply-add rounds differently at exact ties
 
 

@@ -3,9 +3,9 @@
 `static_quantize(model, cfg, calib)` hooks an observer (`cfg.observer`) on the input of every
 target nn.Linear, runs the calibration batches, removes the hooks, and swaps each Linear for a
 `StaticQuantLinear`: weight codes symmetric INT8 (per channel or per tensor), input codes affine
-UINT8 with the one (scale, zero_point) its observer chose. Forward:
+UINT8 with the one (scale, zero_point) its observer chose, on 7 bits (0..127). Forward:
 
-    y = S_x S_w [(X_q - Z_x) W_q^T] + b,    X_q = clamp(round(X / S_x) + Z_x, 0, 255)
+    y = S_x S_w [(X_q - Z_x) W_q^T] + b,    X_q = clamp(round(X / S_x) + Z_x, 0, 127)
 
 computed by fbgemm's `quantized::linear_with_input_q_dq_qweight_dq_output_fp32`: float in, the
 fixed input grid, exact INT32 accumulation, float out (`reference` recomputes it in float64).
@@ -34,7 +34,12 @@ from . import api
 from .observers import make_observer
 from .primitives import qparams, quantize
 
-ACT_BITS, ACT_SYMMETRIC = 8, False  # activations: affine uint8 codes, the layout fbgemm and oneDNN take
+# Activations: affine uint8 codes, the layout fbgemm and oneDNN take, on 7 bits (PyTorch's reduce_range).
+# Without VNNI (AVX2 only) the kernels add pairs of uint8 x int8 products in int16, which saturates for
+# codes above 127 (255 * 127 * 2 > 32767): measured here, 9% of a layer's outputs wrong by up to 170%.
+# 7 bits fit on every x86 CPU, so a model quantizes, and its results are, the same on all of them.
+ACT_BITS, ACT_SYMMETRIC = 7, False
+ACT_MAX = 2**ACT_BITS - 1  # the largest input code
 
 
 def _engine() -> str:
@@ -50,7 +55,7 @@ class StaticQuantLinear(nn.Module):
     """A Linear with INT8 weight codes and a fixed INT8 input grid (see the module docstring).
 
     Buffers: `weight_scale` float32, (out,) per_channel or () per_tensor (weight zero-points are 0:
-    symmetric); `input_scale` () float32; `input_zero_point` () int32 in 0..255; `bias` (out,) float32
+    symmetric); `input_scale` () float32; `input_zero_point` () int32 in 0..ACT_MAX; `bias` (out,) float32
     or None. The weight codes live only in fbgemm's packed matrix (1 byte a weight, as torch.ao's
     layers keep them); `weight_int8` unpacks them, and the state dict carries them under that name.
     """
@@ -77,8 +82,8 @@ class StaticQuantLinear(nn.Module):
         m.weight_scale.copy_(scale)
         m.input_scale.copy_(torch.as_tensor(input_scale, dtype=torch.float32).reshape(()))
         zx = int(torch.as_tensor(input_zero_point).reshape(()))
-        if not 0 <= zx <= 255:
-            raise ValueError(f"input_zero_point={zx} is outside the uint8 codes 0..255")
+        if not 0 <= zx <= ACT_MAX:
+            raise ValueError(f"input_zero_point={zx} is outside the input codes 0..{ACT_MAX}")
         m.input_zero_point.fill_(zx)
         if linear.bias is not None:
             m.bias.copy_(linear.bias.detach().float())
@@ -102,6 +107,8 @@ class StaticQuantLinear(nn.Module):
             finally:
                 torch.backends.quantized.engine = engine
         self._input_qparams = (self.input_scale.item(), int(self.input_zero_point))  # Python numbers, once
+        s, z = self._input_qparams  # the kernel clamps its codes to 0..255; the input is clipped to 0..ACT_MAX first
+        self._input_clip = (-z * s, (ACT_MAX - z) * s)
         return self
 
     @property
@@ -125,7 +132,7 @@ class StaticQuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            x.float(), *self._input_qparams, self._packed)  # (..., in) -> (..., out)
+            x.float().clamp(*self._input_clip), *self._input_qparams, self._packed)  # (..., in) -> (..., out)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     def input_codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +141,7 @@ class StaticQuantLinear(nn.Module):
         X * (1/S) first; at rare exact ties the two differ by one code (measured: ~1 value in 10^5)."""
         inv = (1.0 / self.input_scale).double()  # the float32 reciprocal; the float64 product below is exact
         t = (x.float().double() * inv + self.input_zero_point.double()).float()
-        return torch.round(t).clamp(0, 255).to(torch.uint8)
+        return torch.round(t).clamp(0, ACT_MAX).to(torch.uint8)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """What forward computes, from the primitives in float64: S_x S_w (X_q - Z_x) W_q^T + b."""
