@@ -64,6 +64,7 @@ class QuantConfig:
     """How to quantize a model; `bits` defaults to 8 (16 for the float modes)."""
 
     OBSERVERS = ("minmax", "moving_average", "percentile", "mse")  # class constants, not fields
+    ACTIVATIONS = ("per_token", "per_tensor")  # dynamic mode: one activation scale per token, or per call
     SCALE_DTYPES = ("float16", "float32")
 
     bits: int | None = None  # 2..8 for integer modes; 16 for fp16 / bf16
@@ -75,6 +76,7 @@ class QuantConfig:
     observer: str = "minmax"  # how calibration turns observed values into a range (static mode)
     scale_dtype: str = "float16"  # storage of weight-only scales: float16 (as GGUF/GPTQ) or float32
     smooth: float | None = None  # SmoothQuant migration strength alpha in (0, 1] for the INT8 modes (quant/smooth.py)
+    activations: str | None = None  # dynamic: "per_token" (None: the default) or "per_tensor", torch.ao's own
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -114,6 +116,14 @@ class QuantConfig:
                 raise ValueError(f"smooth={self.smooth} is for the modes that quantize activations "
                                  f"({', '.join(INT8_MODES)}), not mode={self.mode!r}")
             self.smooth = float(self.smooth)
+        if self.activations is not None:
+            if self.activations not in self.ACTIVATIONS:
+                raise ValueError(f"activations={self.activations!r} is not supported: use one of "
+                                 f"{', '.join(self.ACTIVATIONS)}, or None")
+            if self.mode != "dynamic":
+                raise ValueError(f"activations={self.activations!r} is for mode='dynamic', whose activation scales "
+                                 f"are computed at run time; mode={self.mode!r} "
+                                 + ("fixes them by calibration" if self.mode == "static" else "keeps float activations"))
         if self.scale_dtype not in self.SCALE_DTYPES:
             raise ValueError(f"scale_dtype={self.scale_dtype!r} is not supported: use one of "
                              f"{', '.join(self.SCALE_DTYPES)}")

@@ -173,9 +173,8 @@ def test_an_untied_head_is_quantized_and_the_embedding_stays_float():
     assert isinstance(q.lm_head, QuantLinear) and type(q.model.embed_tokens) is torch.nn.Embedding
 
 
-def test_dynamic_is_torch_ao_with_down_proj_in_float_by_default(model):
-    q = rl.quantize(model, rl.QuantConfig(mode="dynamic"))
-    assert getattr(q, api.ATTR).skip == api.DEFAULT_SKIP["dynamic"]
+def test_dynamic_per_tensor_is_torch_ao_exactly(model):
+    q = rl.quantize(model, rl.QuantConfig(mode="dynamic", activations="per_tensor", skip=("*.mlp.down_proj",)))
     assert type(q.model.layers[0].mlp.down_proj) is torch.nn.Linear and api.is_dynamic_linear(q.lm_head)
     ref = tiny()
     names = [n for n, m in ref.named_modules() if type(m) is torch.nn.Linear and not n.endswith("down_proj")]
@@ -183,8 +182,65 @@ def test_dynamic_is_torch_ao_with_down_proj_in_float_by_default(model):
         warnings.simplefilter("ignore")
         quantize_dynamic(ref, {n: per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8, inplace=True)
     assert torch.equal(logits(q), logits(ref))
-    everything = rl.quantize(model, rl.QuantConfig(mode="dynamic", skip=()))
-    assert api.is_dynamic_linear(everything.model.layers[0].mlp.down_proj)
+
+
+def test_dynamic_default_is_every_linear_with_per_token_activations(model):
+    q = rl.quantize(model, rl.QuantConfig(mode="dynamic"))
+    cfg = getattr(q, api.ATTR)
+    assert cfg.skip == () and cfg.activations == "per_token"
+    linears = [m for m in q.modules() if api.is_dynamic_linear(m)]
+    assert len(linears) == 2 * 7 + 1 and all(isinstance(m, api.TokenDynamicLinear) for m in linears)
+
+
+def _dynamic_pair(seed: int = 0, bias: bool = True):
+    """A float Linear and its per-token and per-tensor (torch.ao) dynamic INT8 copies."""
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(64, 40, bias=bias)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ao = quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                              dtype=torch.qint8)[0]
+    return lin, api.TokenDynamicLinear.from_dynamic(ao), ao
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_token_is_torch_ao_on_one_token(bias):
+    _, tok_lin, ao = _dynamic_pair(bias=bias)
+    x = torch.randn(1, 1, 64)
+    assert torch.equal(tok_lin(x), ao(x))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 999), row=st.integers(0, 7), gain=st.sampled_from([1e-3, 30.0, 1e3]))
+def test_a_loud_token_leaves_the_other_tokens_alone(seed, row, gain):
+    """Per token, one row scaled by `gain` (an attention sink, a silent pad) changes the other
+    rows' outputs by rounding only, and its own output scales with it; per tensor, the other
+    rows are crushed when a row is loud."""
+    lin, tok_lin, ao = _dynamic_pair(seed)
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(seed))
+    loud = x.clone()
+    loud[row] *= gain
+    others = [i for i in range(8) if i != row]
+    with torch.no_grad():
+        exact, b = lin(x), lin.bias
+        err = lambda y, ref: (y - ref)[others].abs().max().item()  # noqa: E731
+        assert err(tok_lin(loud), exact) < 2 * err(tok_lin(x), exact) + 1e-3
+        own = (tok_lin(loud)[row] - b) / gain  # the loud row, brought back to the scale of x
+        assert torch.allclose(own, (tok_lin(x)[row] - b), rtol=1e-3, atol=1e-3 * (lin(x)[row] - b).abs().max().item())
+        if gain == 1e3:
+            assert err(ao(loud), exact) > 10 * err(tok_lin(loud), exact)
+
+
+def test_per_token_error_is_bounded_by_each_rows_own_range():
+    """|y - y_float| per row stays within the INT8 grid of that row: about max|x_row| / 63 (7-bit
+    activations, reduce_range) times the weight's row sums, plus the weight's own rounding."""
+    lin, tok_lin, _ = _dynamic_pair(3, bias=False)
+    x = torch.randn(16, 64) * torch.logspace(-3, 3, 16).unsqueeze(1)  # rows over six orders of magnitude
+    with torch.no_grad():
+        err = (tok_lin(x) - lin(x)).abs().amax(-1)
+        w = lin.weight
+        bound = x.abs().amax(-1) * (w.abs().sum(-1).max() / 63 + (w.abs().amax(-1) / 127 * 64).max())
+    assert (err <= bound).all()
 
 
 @pytest.mark.parametrize("cfg, calib, error, message", [
@@ -228,6 +284,10 @@ def test_quantize_checks_its_arguments(model):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(bits=1), "bits=1"), (dict(mode="int4"), "mode='int4'"), (dict(observer="max"), "observer='max'"),
     (dict(skip="lm_head"), "skip='lm_head'"), (dict(scale_dtype="fp8"), "scale_dtype='fp8'"),
+    (dict(mode="dynamic", activations="per_channel"), "activations='per_channel' is not supported: use one of "
+                                                     "per_token, per_tensor"),
+    (dict(mode="static", activations="per_token"), "mode='static' fixes them by calibration"),
+    (dict(activations="per_tensor"), "mode='weight_only' keeps float activations"),
 ])
 def test_quant_config_rejects_unsupported_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -237,7 +297,8 @@ def test_quant_config_rejects_unsupported_values(kwargs, message):
 # ---- save / load ---------------------------------------------------------------------------
 
 FORMATS = [None, dict(mode="fp16"), dict(mode="bf16"), dict(mode="dynamic"),
-           dict(mode="dynamic", granularity="per_tensor", skip=("lm_head",)), dict(bits=8, symmetric=False)]
+           dict(mode="dynamic", granularity="per_tensor", skip=("lm_head",)),
+           dict(mode="dynamic", activations="per_tensor"), dict(bits=8, symmetric=False)]
 FORMATS += [dict(bits=b, granularity=g, group_size=gs, symmetric=s) for b in (8, 4, 3, 2)
             for g, gs in (("per_channel", None), ("per_group", 32)) for s in (True, False) if (b, s) != (8, False)]
 FORMATS += [dict(bits=4, granularity="per_tensor", scale_dtype="float32")]
@@ -249,10 +310,24 @@ def test_save_load_gives_identical_outputs(model, cfg, tmp_path):
     path = rl.save(m, tmp_path / "m")
     back = rl.load(path)
     assert torch.equal(logits(back), logits(m))
+    assert [type(x) for x in back.modules()] == [type(x) for x in m.modules()]  # per-token layers stay per token
     assert getattr(back, api.ATTR, None) == getattr(m, api.ATTR, None)
     assert sorted(os.listdir(path)) == sorted([serialize.WEIGHTS, serialize.META])
     keys = load_file(path / serialize.WEIGHTS).keys()
     assert "lm_head.weight" not in keys or "model.embed_tokens.weight" not in keys  # tied: saved once
+
+
+def test_a_dynamic_file_from_before_per_token_loads_per_tensor(model, tmp_path):
+    m = rl.quantize(model, rl.QuantConfig(mode="dynamic", activations="per_tensor"))
+    path = rl.save(m, tmp_path / "m")
+    meta = json.loads((path / serialize.META).read_text())
+    for spec in meta["modules"].values():
+        del spec["activations"]
+    del meta["quant_config"]["activations"]
+    (path / serialize.META).write_text(json.dumps(meta))
+    back = rl.load(path)
+    assert not any(isinstance(x, api.TokenDynamicLinear) for x in back.modules())
+    assert torch.equal(logits(back), logits(m))
 
 
 def test_untied_model_round_trips(tmp_path):
