@@ -116,3 +116,19 @@ def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monke
     assert out["a"]["prefill_ms"] == pytest.approx(200.0) and out["b"]["total_ms"] == pytest.approx(300.0)
     with pytest.raises(ValueError, match="new_tokens=0"):
         bench_models.decode_costs({"a": model}, Tok(), "p", new_tokens=0)
+
+
+def test_error_compensation_row_compares_gptq_with_round_to_nearest_at_the_same_bits(make_bed, monkeypatch):
+    """On the 2-layer stand-in teacher: the row's value is the gap between the two perplexity
+    increases its note reports, met exactly when GPTQ's perplexity is the lower one."""
+    import re
+
+    from ragcomp_lab import bench_models
+
+    bed = make_bed(4, 6)
+    monkeypatch.setattr(bench_models, "GPTQ_CALIB", 2)
+    [r] = bench_models.error_compensation(bed.teacher, bed.tok, bed.test)
+    fp32, rtn, gptq = (float(x) for x in re.findall(r"(?:FP32|round-to-nearest|GPTQ) ([\d.]+)", r["note"]))
+    lost = lambda p: 100 * (p / fp32 - 1)  # noqa: E731
+    assert r["value"] == pytest.approx(lost(rtn) - lost(gptq), abs=1e-3)
+    assert r["met"] == (gptq < rtn) and rtn != gptq  # GPTQ really chose other codes
