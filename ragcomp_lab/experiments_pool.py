@@ -44,6 +44,11 @@ def student_dir(name: str = "pool") -> Path:
     return models.cache_dir() / "students" / name
 
 
+def _pool_digest(pool) -> str:
+    """A short digest of the pool's question ids: names its top-k cache file."""
+    return hashlib.sha1(json.dumps(sorted(pool["id"])).encode()).hexdigest()[:16]
+
+
 def pool_soft_targets(bed: ex.Bed, pool):
     """The teacher's top-k cache over the pool's gold answers, kept beside the bed's own cache (a
     bed without one computes it in memory)."""
@@ -51,8 +56,7 @@ def pool_soft_targets(bed: ex.Bed, pool):
 
     path = None
     if bed.cache_path is not None:
-        digest = hashlib.sha1(json.dumps(sorted(pool["id"])).encode()).hexdigest()[:16]
-        path = Path(bed.cache_path).parent / f"pool-{digest}-answer-top{ex.TOPK}.safetensors"
+        path = Path(bed.cache_path).parent / f"pool-{_pool_digest(pool)}-answer-top{ex.TOPK}.safetensors"
     return soft_targets(bed.teacher, bed.tok, pool, column="answer", k=ex.TOPK, path=path)
 
 
@@ -95,11 +99,10 @@ def trained_student(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None):
     probe = ValidationProbe(student, bed.tok, probe_rows, min(PROBE_EVERY, cfg.steps),
                             run_dir / "curve.json" if run_dir else None)
     resume = run_dir is not None and (run_dir / "latest").is_dir()
-    if cfg.alpha < 1:  # distillation: the teacher's soft targets from the pool's top-k cache
-        history = distill(bed.teacher, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume,
-                          tok=bed.tok, soft_targets=pool_soft_targets(bed, pool))
-    else:  # hard labels alone: no teacher forward pass at all
-        history = distill(None, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume, tok=bed.tok)
+    # distillation: the teacher's soft targets from the pool's top-k cache; hard labels alone: no teacher at all
+    teacher, soft = (bed.teacher, pool_soft_targets(bed, pool)) if cfg.alpha < 1 else (None, None)
+    history = distill(teacher, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume,
+                      tok=bed.tok, soft_targets=soft)
     return student, history, probe, pool
 
 

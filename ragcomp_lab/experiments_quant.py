@@ -62,12 +62,10 @@ def extra_config(base: DistillConfig, steps: int = EXTRA_STEPS) -> DistillConfig
     return dataclasses.replace(base, steps=steps, lr=EXTRA_LR, warmup_steps=min(EXTRA_WARMUP, steps - 1))
 
 
-def qat_distill(bed, student, bits: int, cfg: DistillConfig, data=None, soft_targets="cache"):
-    """(converted, prepared, History): QAT run as distillation on `data` (default bed.train, with
-    the bed's top-k cache; soft_targets=None distills from the live teacher); `student` itself is
-    not modified."""
-    data = bed.train if data is None else data
-    soft_targets = bed.soft_targets if isinstance(soft_targets, str) and soft_targets == "cache" else soft_targets
+def qat_distill(bed, student, bits: int, cfg: DistillConfig, data, soft_targets):
+    """(converted, prepared, History): QAT run as distillation on `data` against `soft_targets`
+    (e.g. bed.train with bed.soft_targets, the bed's top-k cache; None distills from the live
+    teacher); `student` itself is not modified."""
     prepared = quantize(student, scheme(bits, mode="qat"), step="prepare")
     history = distill(bed.teacher, prepared, data, cfg, tok=bed.tok, soft_targets=soft_targets, progress=False)
     return quantize(prepared, None, step="convert"), prepared, history

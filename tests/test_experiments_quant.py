@@ -56,7 +56,7 @@ def test_qat_converted_model_is_packed_and_computes_what_the_prepared_one_does(b
     student = models.make_student(bed.teacher, keep_layers=[1])
     before = {k: v.clone() for k, v in student.state_dict().items()}
     cfg = experiments_quant.extra_config(experiments.BASE, steps=2)
-    converted, prepared, history = experiments_quant.qat_distill(bed, student, 4, cfg)
+    converted, prepared, history = experiments_quant.qat_distill(bed, student, 4, cfg, bed.train, bed.soft_targets)
     assert len(history.losses) == 2 and all(math.isfinite(r["total"]) for r in history.losses)
     assert any(isinstance(m, FakeQuantLinear) for m in prepared.modules())
     assert any(isinstance(m, QuantLinear) for m in converted.modules())
