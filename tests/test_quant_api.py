@@ -200,7 +200,7 @@ def _dynamic_pair(seed: int = 0, bias: bool = True):
         warnings.simplefilter("ignore")
         ao = quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear: per_channel_dynamic_qconfig},
                               dtype=torch.qint8)[0]
-    return lin, api.TokenDynamicLinear.from_dynamic(ao), ao
+    return lin, api.TokenDynamicLinear.from_dynamic(ao, lin.bias), ao
 
 
 @pytest.mark.parametrize("bias", [True, False])

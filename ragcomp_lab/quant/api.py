@@ -191,11 +191,13 @@ class TokenDynamicLinear(DynamicLinear):
     call: each row is divided by its max |x| before the kernel, and the output multiplied back."""
 
     @classmethod
-    def from_dynamic(cls, m: DynamicLinear) -> "TokenDynamicLinear":
-        w, b = m._packed_params._weight_bias()
-        out = cls(m.in_features, m.out_features, bias_=b is not None, dtype=torch.qint8)
-        out.set_weight_bias(w, b)
-        out._float_bias = None if b is None else b.detach().clone()  # not in state_dict: the kernel holds it
+    def from_dynamic(cls, m: DynamicLinear, bias: torch.Tensor | None) -> "TokenDynamicLinear":
+        """The same layer over m's packed INT8 weight (shared, not unpacked and packed again); `bias`
+        is m's float bias, which the kernel holds packed: forward needs it apart."""
+        out = copy.copy(m)
+        out.__class__ = cls
+        out._modules = dict(m._modules)  # its own table of children; the packed params object is shared
+        out._float_bias = None if bias is None else bias.detach().clone()  # not in state_dict: the kernel holds it
         return out
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor:  # what DynamicLinear.forward runs, without its checks
@@ -219,13 +221,15 @@ def _dynamic(model: nn.Module, cfg: QuantConfig) -> None:
                          f"or per_channel (per_group is a weight_only option)")
     if not cfg.symmetric:
         raise ValueError("mode='dynamic' quantizes weights symmetrically (torch.ao INT8): use symmetric=True")
-    names = list(_targets(model, cfg.skip))
+    targets = _targets(model, cfg.skip)
+    names = list(targets)
+    biases = {n: m.bias for n, m in targets.items()}  # float, before torch.ao packs them with the weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_dynamic(model, {n: QCONFIGS[cfg.granularity] for n in names}, dtype=torch.qint8, inplace=True)
         if cfg.activations == "per_token":
             for n in names:
-                set_module(model, n, TokenDynamicLinear.from_dynamic(model.get_submodule(n)))
+                set_module(model, n, TokenDynamicLinear.from_dynamic(model.get_submodule(n), biases[n]))
 
 
 def is_dynamic_linear(module: nn.Module) -> bool:
@@ -259,4 +263,6 @@ def dynamic_from_state(spec: dict, tensors: dict[str, torch.Tensor]) -> nn.Modul
              else torch._make_per_tensor_quantized_tensor(q, scale.item(), int(zp.item())))
         m = DynamicLinear(spec["in_features"], spec["out_features"], bias_=spec["bias"], dtype=torch.qint8)
         m.set_weight_bias(w, tensors.get("bias"))
-    return TokenDynamicLinear.from_dynamic(m) if spec.get("activations") == "per_token" else m
+    if spec.get("activations") == "per_token":
+        return TokenDynamicLinear.from_dynamic(m, tensors.get("bias"))
+    return m
