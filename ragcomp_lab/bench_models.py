@@ -70,8 +70,9 @@ def _speed_note(base: dict, other: dict) -> str:
             f"end to end {total:.2f}x")
 
 
-def quantization(teacher, tok, test, f1_teacher: float) -> list[dict]:
-    """File sizes, INT8 decoding with its top-1 agreement, INT8 quality, on the teacher."""
+def quantization(teacher, tok, test, f1_teacher: float, ppl_teacher: float | None = None) -> list[dict]:
+    """File sizes, INT8 decoding with its top-1 agreement, INT8 quality, on the teacher (its answer
+    perplexity on `test` is computed unless given)."""
     from .quant.api import quantize
 
     fp32 = saved_bytes(teacher)
@@ -80,7 +81,7 @@ def quantization(teacher, tok, test, f1_teacher: float) -> list[dict]:
     variants = {"INT8 dynamic, every Linear, per-token activations": quantize(teacher, INT8_FAST),
                 "INT8 dynamic, every Linear, per-tensor activations (torch.ao)": quantize(teacher, INT8_PER_TENSOR)}
     t = decode_costs({"fp32": teacher} | variants, tok, test["prompt"][0])
-    f1, ppl = f1_teacher, answer_perplexity(teacher, tok, test)
+    f1, ppl = f1_teacher, answer_perplexity(teacher, tok, test) if ppl_teacher is None else ppl_teacher
     for label, q in variants.items():
         agree = token_agreement(q, teacher, tok, test)
         speed = t["fp32"]["ms_per_token"] / t[label]["ms_per_token"]
@@ -96,14 +97,15 @@ def quantization(teacher, tok, test, f1_teacher: float) -> list[dict]:
     return rows
 
 
-def error_compensation(teacher, tok, test) -> list[dict]:
+def error_compensation(teacher, tok, test, ppl_teacher: float | None = None) -> list[dict]:
     """INT4 group-64 GPTQ against round-to-nearest at the same bits and groups: the answer
-    perplexity each adds to FP32's, on the test answers (GPTQ calibrated on train prompts)."""
+    perplexity each adds to FP32's (computed unless given), on the test answers (GPTQ calibrated
+    on train prompts)."""
     from .quant.api import quantize
 
     calib = [tok(p, return_tensors="pt", add_special_tokens=False)
              for p in data.rag_splits(seed=0)["train"]["prompt"][:GPTQ_CALIB]]
-    ppl = answer_perplexity(teacher, tok, test)
+    ppl = answer_perplexity(teacher, tok, test) if ppl_teacher is None else ppl_teacher
     rtn = answer_perplexity(quantize(teacher, INT4_FILE), tok, test)
     gptq = answer_perplexity(quantize(teacher, INT4_GPTQ, calib=calib), tok, test)
     lost = lambda p: 100 * (p / ppl - 1)  # noqa: E731
@@ -177,6 +179,6 @@ def all_rows() -> list[dict]:
     teacher, tok = models.load_teacher()
     test = data.rag_splits(seed=0)["test"]
     answerable = test.select([i for i, k in enumerate(test["kind"]) if k != "unanswerable"])
-    f1 = _f1(teacher, tok, answerable)
-    return (quantization(teacher, tok, answerable, f1) + error_compensation(teacher, tok, answerable)
+    f1, ppl = _f1(teacher, tok, answerable), answer_perplexity(teacher, tok, answerable)
+    return (quantization(teacher, tok, answerable, f1, ppl) + error_compensation(teacher, tok, answerable, ppl)
             + student(teacher, tok, answerable, f1))
