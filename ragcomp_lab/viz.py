@@ -228,6 +228,21 @@ def f1_curve(points: list[dict], reference: float | None = None, reference_name:
     return fig
 
 
+def f1_curves(runs: dict[str, list[dict]], reference: float | None = None, reference_name: str = "teacher",
+              key: str = "f1") -> go.Figure:
+    """One run per line: `key` (F1 on all answerable questions by default) against training steps,
+    for runs that share their probe questions (runs: name -> points as in f1_curve)."""
+    fig = go.Figure()
+    for name, points in runs.items():
+        fig.add_trace(go.Scatter(x=[p["step"] for p in points], y=[p.get(key) for p in points], name=name,
+                                 mode="lines+markers"))
+    if reference is not None:
+        fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.3f}")
+    fig.update_layout(title="Answer F1 on the probe questions while training", xaxis_title="step",
+                      yaxis_title="F1", yaxis_range=[0, 1.05], height=380)
+    return fig
+
+
 def seed_bars(groups: dict, reference: dict | None = None, reference_name: str = "teacher") -> go.Figure:
     """groups: name -> {metric: [one value in [0, 1] per seed]}; grouped bars of the mean with
     whiskers of one standard deviation, and the reference model's value as a dashed marker."""

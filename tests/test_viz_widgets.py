@@ -176,3 +176,14 @@ def test_f1_curve_draws_each_kind_against_steps_and_the_reference_line():
     assert list(fig.data[0].x) == [250, 500] and list(fig.data[1].y) == [0.15, 0.4]
     assert fig.data[2].y[1] is None  # a kind with no question in the probe is a gap, not a 0
     assert fig.layout.shapes[0].y0 == 0.996 and "teacher 0.996" in fig.layout.annotations[0].text
+
+
+def test_f1_curves_draw_one_line_per_run_on_shared_steps():
+    runs = {"no teacher": [{"step": 250, "f1": 0.02}, {"step": 500, "f1": 0.1}],
+            "distilled": [{"step": 250, "f1": 0.05}, {"step": 500, "f1": None}]}
+    fig = viz.f1_curves(runs, reference=0.996)
+    assert [t.name for t in fig.data] == ["no teacher", "distilled"]
+    assert list(fig.data[0].y) == [0.02, 0.1] and list(fig.data[1].x) == [250, 500] and fig.data[1].y[1] is None
+    assert fig.layout.shapes[0].y0 == 0.996
+    two_hop = viz.f1_curves({"a": [{"step": 1, "f1": 0.5, "f1_two_hop": 0.25}]}, key="f1_two_hop")
+    assert list(two_hop.data[0].y) == [0.25] and not two_hop.layout.shapes
