@@ -227,7 +227,11 @@ EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": 
                "pool_run": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_run"]).pool_run(bed),
                "pool_kd": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_kd"]).pool_kd(bed),
                "ptq_vs_qat_pool": lambda bed: __import__("ragcomp_lab.experiments_quant",
-                                                         fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed, source="pool")}
+                                                         fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed, source="pool"),
+               # writes after each of its hour-long runs and keeps those already written: it needs out_dir
+               "pool_seeds": lambda bed, out_dir: __import__("ragcomp_lab.experiments_pool",
+                                                             fromlist=["pool_seeds"]).pool_seeds(bed, out_dir=out_dir)}
+WRITES_AS_IT_GOES = ("pool_seeds",)
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -254,14 +258,16 @@ def _write_atomic(path: Path, text: str) -> Path:
 
 
 def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: float | None = None) -> Path:
-    """results/<name>.json (everything) and results/<name>.csv (the rows without answers), atomically."""
+    """results/<name>.json (everything) and results/<name>.csv (the rows' scalar columns), atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"experiment": name, "command": f"ragcomp-lab experiments {name}",
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine(), "seconds": seconds, "base_config": BASE.to_dict(), "topk": TOPK, **info, "rows": rows}
     path = _write_atomic(out_dir / f"{name}.json", json.dumps(doc, indent=1) + "\n")
-    columns = list(dict.fromkeys(k for r in rows for k in r if k != "answers"))
+    # the table holds the scalar columns; answers, curves and configs stay in the JSON
+    columns = list(dict.fromkeys(k for r in rows for k, v in r.items()
+                                 if k != "answers" and not isinstance(v, (list, dict))))
     table = io.StringIO()
     w = csv.DictWriter(table, columns, extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
@@ -299,7 +305,7 @@ def run(names=None, out_dir=RESULTS) -> list[Path]:
     bed, paths = Bed.default(), []
     for name in names:
         began = time.perf_counter()
-        rows, info = EXPERIMENTS[name](bed)
+        rows, info = EXPERIMENTS[name](bed, out_dir) if name in WRITES_AS_IT_GOES else EXPERIMENTS[name](bed)
         paths.append(write(name, rows, info, out_dir, round(time.perf_counter() - began, 1)))
         print(f"{name}: {paths[-1]}", flush=True)
     return paths

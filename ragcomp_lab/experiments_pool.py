@@ -17,10 +17,16 @@ after an interruption, the curve included. The student is kept under
 `ragcomp-lab experiments pool_kd` is the distilled twin: the same student, data, steps and
 schedule, with BASE's T and alpha against the teacher's top-k cache of the pool. Together the two
 are the KD-versus-no-teacher comparison on fresh entities.
+
+`ragcomp-lab experiments pool_seeds` repeats both over POOL_SEEDS for the spread: about an hour per
+run, so it writes results/pool_seeds.json after each run and, started again, keeps the runs a
+file already holds with the same config (seed 0's from pool_run's and pool_kd's files): the
+series can be spread over several sittings.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -34,8 +40,10 @@ PROBE_EVERY = 250
 PROBE_ROWS = 48
 CONFIG = dataclasses.replace(ex.BASE, alpha=1.0, T=1.0, steps=POOL_STEPS, warmup_steps=20)
 # pool_kd: the same student, steps and schedule, distilled (BASE's T and alpha) from the teacher's
-# top-k cache of the pool, built once (teacher forward passes on 3,956 prompts, about 15 min)
+# top-k cache of the pool, built once (teacher forward passes on 3,956 prompts, about 40 min on 2 cores)
 KD_CONFIG = dataclasses.replace(CONFIG, alpha=ex.BASE.alpha, T=ex.BASE.T)
+POOL_SEEDS = (0, 1, 2)
+ARMS = {"no teacher": CONFIG, "distilled": KD_CONFIG}  # pool_seeds' arms: pool_run's and pool_kd's configs
 
 
 def student_dir(name: str = "pool") -> Path:
@@ -132,3 +140,56 @@ def pool_kd(bed: ex.Bed, cfg=KD_CONFIG, pool=None, probe_rows=None, keep=None) -
         raise ValueError(f"alpha={cfg.alpha} trains on hard labels alone: pool_kd distills, give alpha < 1 "
                          f"(pool_run is the alpha = 1 run)")
     return pool_run(bed, cfg, pool, probe_rows, student_dir("pool-kd") if keep is None else keep)
+
+
+def _finished_runs(out_dir) -> tuple[dict | None, dict]:
+    """(teacher row, {(seed, arm): row}) of the runs already written: results/pool_seeds.json's, and
+    seed 0 of pool_run's and pool_kd's files (their rows, with the config they ran)."""
+    teacher, done = None, {}
+    if out_dir is None:
+        return teacher, done
+    for name, arm in (("pool_run", "no teacher"), ("pool_kd", "distilled"), ("pool_seeds", None)):
+        path = Path(out_dir) / f"{name}.json"
+        if not path.is_file():
+            continue
+        doc = json.loads(path.read_text())
+        teacher = doc["rows"][0]
+        for r in doc["rows"][1:]:
+            if arm is not None:  # a single-run file: its config is the document's
+                r = {**r, "seed": doc["config"]["seed"], "arm": arm, "config": doc["config"], "curve": doc["curve"],
+                     "machine": doc["machine"]["cpu"], "date": doc["date"]}
+            done[(r["seed"], r["arm"])] = r
+    return teacher, done
+
+
+def pool_seeds(bed: ex.Bed, seeds=POOL_SEEDS, arms=None, pool=None, probe_rows=None,
+               out_dir=None) -> tuple[list[dict], dict]:
+    """[teacher row, one row per (seed, arm)]: pool_run and pool_kd over `seeds`. A run that a file
+    under `out_dir` already holds with the same config is kept, not trained again; each new run is
+    written to out_dir/pool_seeds.json as soon as it is scored."""
+    from .data import train_pool
+
+    arms = ARMS if arms is None else arms
+    pool = train_pool() if pool is None else pool
+    teacher, done = _finished_runs(out_dir)
+    rows = []
+
+    def info():
+        return {"seeds": list(seeds), "arms": {a: c.to_dict() for a, c in arms.items()},
+                "pool_rows": len(pool), "floors": ex.FLOORS,
+                "probe": f"F1 on the {PROBE_ROWS} first answerable validation questions"}
+    for seed in seeds:
+        for arm, base in arms.items():
+            cfg = dataclasses.replace(base, seed=seed)
+            kept = done.get((seed, arm))
+            if kept is not None and kept["config"] == cfg.to_dict():
+                rows.append(kept)
+                continue
+            slug = arm.replace(" ", "-")
+            (teacher, row), run_info = pool_run(bed, cfg, pool, probe_rows, student_dir(f"pool-seeds/{slug}-{seed}"))
+            rows.append({**row, "seed": seed, "arm": arm, "config": cfg.to_dict(), "curve": run_info["curve"],
+                         "machine": ex.machine()["cpu"],
+                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+            if out_dir is not None:
+                ex.write("pool_seeds", [teacher] + rows, info(), out_dir)
+    return [teacher] + rows, info()

@@ -92,3 +92,52 @@ def test_pool_kd_distills_from_the_pools_top_k_cache_and_keeps_its_own_student(m
 def test_pool_kd_refuses_hard_labels_alone(make_bed):
     with pytest.raises(ValueError, match="alpha=1.0 trains on hard labels alone"):
         experiments_pool.pool_kd(make_bed(2, 1), DistillConfig(T=1.0, alpha=1.0, steps=1, batch_size=1))
+
+
+def test_pool_seeds_runs_each_arm_per_seed_writes_as_it_goes_and_keeps_finished_runs(make_bed, tmp_path,
+                                                                                     monkeypatch):
+    bed = make_bed(6, 2, runs_dir=tmp_path / "runs")
+    monkeypatch.setattr(experiments, "LAYERS", {1: [1]})
+    monkeypatch.setattr(experiments, "STUDENT", 1)
+    monkeypatch.setattr(experiments_pool, "student_dir", lambda name="pool": tmp_path / "kept" / name)
+    hard = DistillConfig(T=1.0, alpha=1.0, steps=2, batch_size=2, lr=1e-3)
+    arms = {"no teacher": hard, "distilled": DistillConfig(T=2.0, alpha=0.5, steps=2, batch_size=2, lr=1e-3)}
+    out = tmp_path / "results"
+    # seed 0 without a teacher is already in pool_run's file, as `ragcomp-lab experiments pool_run` writes it
+    experiments.write("pool_run", *experiments_pool.pool_run(bed, hard, bed.train, bed.test, tmp_path / "s0"), out)
+    trained, pool_run = [], experiments_pool.pool_run
+
+    def spy(bed_, cfg, *args, **kw):
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # the sitting ends during the third new run
+        trained.append((cfg.seed, cfg.alpha))
+        return pool_run(bed_, cfg, *args, **kw)
+    monkeypatch.setattr(experiments_pool, "pool_run", spy)
+    run = lambda: experiments_pool.pool_seeds(bed, (0, 1), arms, bed.train, bed.test, out)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert trained == [(0, 0.5), (1, 1.0)]  # seed 0's no-teacher run came from pool_run.json
+    written = experiments.read("pool_seeds", out)
+    assert [(r["seed"], r["arm"]) for r in written["rows"][1:]] == [(0, "no teacher"), (0, "distilled"),
+                                                                     (1, "no teacher")]
+    trained.clear()
+    rows, info = run()  # the next sitting trains only the run that was missing
+    assert trained == [(1, 0.5)]
+    assert [(r["seed"], r["arm"]) for r in rows[1:]] == [(0, "no teacher"), (0, "distilled"), (1, "no teacher"),
+                                                          (1, "distilled")]
+    assert rows[0]["model"] == "teacher" and info["seeds"] == [0, 1] and info["pool_rows"] == len(bed.train)
+    assert all(r["config"] == arms[r["arm"]].to_dict() | {"seed": r["seed"]} for r in rows[1:])
+    assert all(len(r["answers"]) == len(bed.test) and r["curve"] and r["machine"] for r in rows[1:])
+    assert experiments.read("pool_seeds", out)["rows"] == rows
+    trained.clear()
+    run()
+    assert trained == []  # everything measured: nothing retrained
+    with open(out / "pool_seeds.csv") as f:
+        header = f.readline()
+    assert "f1" in header and "curve" not in header and "config" not in header and "answers" not in header
+
+
+def test_pool_seeds_is_registered_to_write_as_it_goes():
+    assert "pool_seeds" in experiments.EXPERIMENTS and "pool_seeds" in experiments.WRITES_AS_IT_GOES
+    assert experiments_pool.POOL_SEEDS == (0, 1, 2)
+    assert experiments_pool.ARMS == {"no teacher": experiments_pool.CONFIG, "distilled": experiments_pool.KD_CONFIG}
