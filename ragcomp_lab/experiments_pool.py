@@ -177,7 +177,8 @@ def pool_seeds(bed: ex.Bed, seeds=POOL_SEEDS, arms=None, pool=None, probe_rows=N
     def info():
         return {"seeds": list(seeds), "arms": {a: c.to_dict() for a, c in arms.items()},
                 "pool_rows": len(pool), "floors": ex.FLOORS,
-                "probe": f"F1 on the {PROBE_ROWS} first answerable validation questions"}
+                "probe": f"F1 on the {PROBE_ROWS} first answerable validation questions",
+                "training_minutes": round(sum(r["train_seconds"] for r in rows) / 60, 1)}
     for seed in seeds:
         for arm, base in arms.items():
             cfg = dataclasses.replace(base, seed=seed)

@@ -126,6 +126,7 @@ def test_pool_seeds_runs_each_arm_per_seed_writes_as_it_goes_and_keeps_finished_
     assert [(r["seed"], r["arm"]) for r in rows[1:]] == [(0, "no teacher"), (0, "distilled"), (1, "no teacher"),
                                                           (1, "distilled")]
     assert rows[0]["model"] == "teacher" and info["seeds"] == [0, 1] and info["pool_rows"] == len(bed.train)
+    assert info["training_minutes"] == round(sum(r["train_seconds"] for r in rows[1:]) / 60, 1)
     assert all(r["config"] == arms[r["arm"]].to_dict() | {"seed": r["seed"]} for r in rows[1:])
     assert all(len(r["answers"]) == len(bed.test) and r["curve"] and r["machine"] for r in rows[1:])
     assert experiments.read("pool_seeds", out)["rows"] == rows
