@@ -142,9 +142,10 @@ def pool_kd(bed: ex.Bed, cfg=KD_CONFIG, pool=None, probe_rows=None, keep=None) -
     return pool_run(bed, cfg, pool, probe_rows, student_dir("pool-kd") if keep is None else keep)
 
 
-def _finished_runs(out_dir) -> tuple[dict | None, dict]:
-    """(teacher row, {(seed, arm): row}) of the runs already written: results/pool_seeds.json's, and
-    seed 0 of pool_run's and pool_kd's files (their rows, with the config they ran)."""
+def _finished_runs(out_dir, pool_rows: int) -> tuple[dict | None, dict]:
+    """(teacher row, {(seed, arm): row}) of the runs already written with this student and pool size:
+    results/pool_seeds.json's, and seed 0 of pool_run's and pool_kd's files (their rows, with the
+    config they ran)."""
     teacher, done = None, {}
     if out_dir is None:
         return teacher, done
@@ -153,6 +154,8 @@ def _finished_runs(out_dir) -> tuple[dict | None, dict]:
         if not path.is_file():
             continue
         doc = json.loads(path.read_text())
+        if doc.get("pool_rows") != pool_rows or doc.get("student_layers") != ex.LAYERS[ex.STUDENT]:
+            continue  # another pool or another student: not the same runs
         teacher = doc["rows"][0]
         for r in doc["rows"][1:]:
             if arm is not None:  # a single-run file: its config is the document's
@@ -171,11 +174,12 @@ def pool_seeds(bed: ex.Bed, seeds=POOL_SEEDS, arms=None, pool=None, probe_rows=N
 
     arms = ARMS if arms is None else arms
     pool = train_pool() if pool is None else pool
-    teacher, done = _finished_runs(out_dir)
+    teacher, done = _finished_runs(out_dir, len(pool))
     rows = []
 
     def info():
         return {"seeds": list(seeds), "arms": {a: c.to_dict() for a, c in arms.items()},
+                "student_layers": ex.LAYERS[ex.STUDENT],
                 "pool_rows": len(pool), "floors": ex.FLOORS,
                 "probe": f"F1 on the {PROBE_ROWS} first answerable validation questions",
                 "training_minutes": round(sum(r["train_seconds"] for r in rows) / 60, 1)}

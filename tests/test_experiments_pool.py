@@ -142,3 +142,21 @@ def test_pool_seeds_is_registered_to_write_as_it_goes():
     assert "pool_seeds" in experiments.EXPERIMENTS and "pool_seeds" in experiments.WRITES_AS_IT_GOES
     assert experiments_pool.POOL_SEEDS == (0, 1, 2)
     assert experiments_pool.ARMS == {"no teacher": experiments_pool.CONFIG, "distilled": experiments_pool.KD_CONFIG}
+
+
+def test_pool_seeds_does_not_take_runs_of_another_pool(make_bed, tmp_path, monkeypatch):
+    bed = make_bed(4, 2, runs_dir=tmp_path / "runs")
+    monkeypatch.setattr(experiments, "LAYERS", {1: [1]})
+    monkeypatch.setattr(experiments, "STUDENT", 1)
+    monkeypatch.setattr(experiments_pool, "student_dir", lambda name="pool": tmp_path / "kept" / name)
+    hard = DistillConfig(T=1.0, alpha=1.0, steps=1, batch_size=2, lr=1e-3)
+    out = tmp_path / "results"
+    experiments.write("pool_run", *experiments_pool.pool_run(bed, hard, bed.train, bed.test, tmp_path / "s0"), out)
+    trained, pool_run = [], experiments_pool.pool_run
+
+    def spy(bed_, cfg, *args, **kw):
+        trained.append(cfg.seed)
+        return pool_run(bed_, cfg, *args, **kw)
+    monkeypatch.setattr(experiments_pool, "pool_run", spy)
+    rows, _ = experiments_pool.pool_seeds(bed, (0,), {"no teacher": hard}, bed.train.select(range(2)), bed.test, out)
+    assert trained == [0]  # pool_run.json holds a run on 4 questions; this pool has 2
