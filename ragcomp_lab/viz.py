@@ -221,11 +221,7 @@ def f1_curve(points: list[dict], reference: float | None = None, reference_name:
     for key, name in (("f1", "all answerable"), ("f1_single_fact", "single fact"), ("f1_two_hop", "two hop")):
         fig.add_trace(go.Scatter(x=[p["step"] for p in points], y=[p.get(key) for p in points], name=name,
                                  mode="lines+markers", line=dict(width=3 if key == "f1" else 1.5)))
-    if reference is not None:
-        fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.3f}")
-    fig.update_layout(title="Answer F1 while training", xaxis_title="step", yaxis_title="F1",
-                      yaxis_range=[0, 1.05], height=380)
-    return fig
+    return _f1_axes(fig, reference, reference_name, "Answer F1 while training")
 
 
 def f1_curves(runs: dict[str, list[dict]], reference: float | None = None, reference_name: str = "teacher",
@@ -236,10 +232,14 @@ def f1_curves(runs: dict[str, list[dict]], reference: float | None = None, refer
     for name, points in runs.items():
         fig.add_trace(go.Scatter(x=[p["step"] for p in points], y=[p.get(key) for p in points], name=name,
                                  mode="lines+markers"))
+    return _f1_axes(fig, reference, reference_name, "Answer F1 on the probe questions while training")
+
+
+def _f1_axes(fig: go.Figure, reference, reference_name: str, title: str) -> go.Figure:
+    """The F1-against-steps frame of f1_curve and f1_curves, with the reference as a dashed line."""
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.3f}")
-    fig.update_layout(title="Answer F1 on the probe questions while training", xaxis_title="step",
-                      yaxis_title="F1", yaxis_range=[0, 1.05], height=380)
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="F1", yaxis_range=[0, 1.05], height=380)
     return fig
 
 
