@@ -247,6 +247,11 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def utc_now() -> str:
+    """The date results are stamped with: UTC, to the second, ISO 8601."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def _write_atomic(path: Path, text: str) -> Path:
     """Write through a temporary file and rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,8 +266,7 @@ def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: flo
     """results/<name>.json (everything) and results/<name>.csv (the rows' scalar columns), atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"experiment": name, "command": f"ragcomp-lab experiments {name}",
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    doc = {"experiment": name, "command": f"ragcomp-lab experiments {name}", "date": utc_now(),
            "machine": machine(), "seconds": seconds, "base_config": BASE.to_dict(), "topk": TOPK, **info, "rows": rows}
     path = _write_atomic(out_dir / f"{name}.json", json.dumps(doc, indent=1) + "\n")
     # the table holds the scalar columns; answers, curves and configs stay in the JSON

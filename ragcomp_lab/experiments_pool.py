@@ -26,7 +26,6 @@ series can be spread over several sittings.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -193,8 +192,7 @@ def pool_seeds(bed: ex.Bed, seeds=POOL_SEEDS, arms=None, pool=None, probe_rows=N
             slug = arm.replace(" ", "-")
             (teacher, row), run_info = pool_run(bed, cfg, pool, probe_rows, student_dir(f"pool-seeds/{slug}-{seed}"))
             rows.append({**row, "seed": seed, "arm": arm, "config": cfg.to_dict(), "curve": run_info["curve"],
-                         "machine": ex.machine()["cpu"],
-                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+                         "machine": ex.machine()["cpu"], "date": ex.utc_now()})
             if out_dir is not None:
                 ex.write("pool_seeds", [teacher] + rows, info(), out_dir)
     return [teacher] + rows, info()
