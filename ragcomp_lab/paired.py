@@ -5,6 +5,8 @@ whether, on these test questions, one model's answers beat the other's by more t
 of questions explains. `compare` scores each question for both models and gives the mean
 difference with a bootstrap confidence interval over the questions (scipy.stats.bootstrap,
 percentile method: it stays defined when most differences are 0, as with F1 on short answers).
+`compare_seeds` does the same for arms trained with several seeds, paired by seed: each question
+is scored by its mean over the seeds, and it counts the seeds on which each arm comes out ahead.
 
 Per question: token F1 and ROUGE-L on the answerable questions (the ones `answer_quality`
 averages), lexical support for faithfulness (only where both answers assert something, so that
@@ -39,18 +41,40 @@ def compare(a: list[str], b: list[str], rows, metrics=METRICS, confidence: float
     """Per metric: {"metric", "questions" (scored for both), "a", "b" (their means there),
     "difference" (b - a), "low", "high" (its confidence interval), "b_better", "a_better"
     (questions where one scores higher)}. Difference and interval are None with no question."""
+    out = compare_seeds([a], [b], rows, metrics, confidence, n_resamples, seed)
+    return [{k: v for k, v in r.items() if k not in SEED_KEYS} for r in out]
+
+
+SEED_KEYS = ("seeds", "b_better_seeds")
+
+
+def compare_seeds(a_runs: list[list[str]], b_runs: list[list[str]], rows, metrics=METRICS,
+                  confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> list[dict]:
+    """`compare` over several seeds: a_runs[i] and b_runs[i] are the two arms' answers from seed i.
+    Each question's score is its mean over the seeds where both arms are scored, so the interval
+    (still over the questions) is for the seed-averaged models; "seeds" counts the pairs and
+    "b_better_seeds" the seeds whose own mean difference is positive. One pair gives `compare`."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence!r} is not allowed: give a level in (0, 1), e.g. 0.95")
+    if not a_runs or len(a_runs) != len(b_runs):
+        raise ValueError(f"{len(a_runs)} runs of one arm and {len(b_runs)} of the other: give one answer list "
+                         f"per seed for each arm, at least one, paired by seed")
     out = []
     for metric in metrics:
-        pairs = [(x, y) for x, y in zip(per_question(a, rows, metric), per_question(b, rows, metric))
-                 if x is not None and y is not None]
-        x, y = np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
-        row = {"metric": metric, "questions": len(pairs), "a": None, "b": None, "difference": None,
-               "low": None, "high": None, "b_better": int((y > x).sum()), "a_better": int((x > y).sum())}
-        if pairs:
-            d = y - x
-            row.update(a=float(x.mean()), b=float(y.mean()), difference=float(d.mean()))
+        x, y = (np.array([[np.nan if s is None else s for s in per_question(r, rows, metric)] for r in runs], float)
+                for runs in (a_runs, b_runs))
+        both = ~np.isnan(x) & ~np.isnan(y)  # (seeds, questions)
+        kept = both.any(0)
+        row = {"metric": metric, "questions": int(kept.sum()), "a": None, "b": None, "difference": None,
+               "low": None, "high": None, "b_better": 0, "a_better": 0, "seeds": len(a_runs), "b_better_seeds": 0}
+        if kept.any():
+            n = both.sum(0)[kept]
+            xq, yq = (np.where(both, v, 0.0).sum(0)[kept] / n for v in (x, y))  # over the seeds scoring both
+            d = yq - xq
+            per_seed = [(y[i] - x[i])[both[i]].mean() for i in range(len(a_runs)) if both[i].any()]
+            row.update(a=float(xq.mean()), b=float(yq.mean()), difference=float(d.mean()),
+                       b_better=int((d > 0).sum()), a_better=int((d < 0).sum()),
+                       b_better_seeds=sum(int(m > 0) for m in per_seed))
             if np.ptp(d) == 0:  # every question moved by the same amount: no resampling can change the mean
                 row.update(low=float(d[0]), high=float(d[0]))
             else:

@@ -62,10 +62,41 @@ def test_no_question_in_common_leaves_the_difference_undefined():
     assert r["questions"] == 0 and r["difference"] is None and r["low"] is None
 
 
+def test_one_seed_pair_is_compare_and_a_repeated_seed_changes_nothing():
+    one = paired.compare(POOR, GOOD, ROWS)
+    [f1] = paired.compare_seeds([POOR], [GOOD], ROWS, metrics=("f1",))
+    assert {k: f1[k] for k in one[0]} == one[0] and f1["seeds"] == 1 and f1["b_better_seeds"] == 1
+    twice = paired.compare_seeds([POOR, POOR], [GOOD, GOOD], ROWS)
+    for r, o in zip(twice, one):
+        assert {k: r[k] for k in o} == pytest.approx(o) and r["seeds"] == 2 and r["b_better_seeds"] == 2
+
+
+def test_seeds_that_disagree_average_per_question():
+    # seed 0: GOOD beats POOR; seed 1: the same answers with the arms swapped, so each question's
+    # mean difference over the two seeds is exactly 0, and one seed of two favours each arm
+    [f1] = paired.compare_seeds([POOR, GOOD], [GOOD, POOR], ROWS, metrics=("f1",))
+    assert f1["difference"] == f1["low"] == f1["high"] == 0.0
+    assert f1["b_better"] == f1["a_better"] == 0 and f1["seeds"] == 2 and f1["b_better_seeds"] == 1
+    [half] = paired.compare_seeds([POOR, GOOD], [GOOD, GOOD], ROWS, metrics=("f1",))
+    [full] = paired.compare(POOR, GOOD, ROWS, metrics=("f1",))
+    assert half["difference"] == pytest.approx(full["difference"] / 2)  # one seed of two moved
+
+
+def test_faithfulness_over_seeds_averages_only_the_seeds_where_both_assert_something():
+    refusals = ["The context does not say."] * 5
+    # seed 1 refuses everything, so only seed 0 scores the pair: the result is seed 0's alone
+    [r] = paired.compare_seeds([POOR, refusals], [GOOD, GOOD], ROWS, metrics=("faithfulness",))
+    [alone] = paired.compare(POOR, GOOD, ROWS, metrics=("faithfulness",))
+    assert r["questions"] == alone["questions"] and r["difference"] == pytest.approx(alone["difference"])
+    assert r["seeds"] == 2 and r["b_better_seeds"] == int(alone["difference"] > 0)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: paired.per_question(GOOD, ROWS, "bleu"), "metric='bleu'"),
     (lambda: paired.per_question(GOOD[:2], ROWS, "f1"), "2 answers for 5 questions"),
     (lambda: paired.compare(GOOD, GOOD, ROWS, confidence=95), "confidence=95"),
+    (lambda: paired.compare_seeds([GOOD, GOOD], [GOOD], ROWS), "2 runs of one arm and 1 of the other"),
+    (lambda: paired.compare_seeds([], [], ROWS), "0 runs of one arm and 0"),
 ])
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
