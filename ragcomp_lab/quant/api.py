@@ -27,7 +27,11 @@ already its own). Measured on SmolLM2-135M, every Linear INT8, 32 RAG test answe
 perplexity 1.018 (FP32) -> 2.055 per tensor (top-1 agreement 0.82) -> 1.032 per token (0.99);
 per-tensor with down_proj in FP32 (this module's old default) 1.046. Decoding after a 316-token
 prompt, FP32 74 ms per token, every Linear INT8 37 ms (2.0x; FP32 is bound by reading 0.5 GB of
-weights per token), a static KV cache no faster for either.
+weights per token), a static KV cache no faster for either. Measured again later on the same
+2-core AMD EPYC, interleaved in one run: FP32 67-74 ms, INT8 43-46 ms (1.5-1.7x): the ratio moves
+with the shared machine's load. Rejected: one fused kernel call for q/k/v and one for gate/up
+(same tokens, 1.46x against 1.57x unfused: the calls are not cheaper in sum) and the other
+quantized engines (onednn 0.91x, x86 1.46x, fbgemm 1.56x, in one run).
 
 Tied LM head (SmolLM2 ties it to the input embedding). `weight_only` quantizes the head once and
 turns the embedding into a QuantEmbedding that reads the head's codes: one quantized copy, as in
