@@ -21,6 +21,7 @@ from .faithfulness import lexical_support
 from .qa_metrics import rouge_l, token_f1
 
 METRICS = ("f1", "rouge_l", "faithfulness")
+SEED_KEYS = ("seeds", "b_better_seeds")  # what compare_seeds adds to compare's rows
 
 
 def per_question(answers: list[str], rows, metric: str) -> list[float | None]:
@@ -44,8 +45,6 @@ def compare(a: list[str], b: list[str], rows, metrics=METRICS, confidence: float
     out = compare_seeds([a], [b], rows, metrics, confidence, n_resamples, seed)
     return [{k: v for k, v in r.items() if k not in SEED_KEYS} for r in out]
 
-
-SEED_KEYS = ("seeds", "b_better_seeds")
 
 
 def compare_seeds(a_runs: list[list[str]], b_runs: list[list[str]], rows, metrics=METRICS,
