@@ -46,7 +46,6 @@ def compare(a: list[str], b: list[str], rows, metrics=METRICS, confidence: float
     return [{k: v for k, v in r.items() if k not in SEED_KEYS} for r in out]
 
 
-
 def compare_seeds(a_runs: list[list[str]], b_runs: list[list[str]], rows, metrics=METRICS,
                   confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> list[dict]:
     """`compare` over several seeds: a_runs[i] and b_runs[i] are the two arms' answers from seed i.
