@@ -7,6 +7,7 @@ difference with a bootstrap confidence interval over the questions (scipy.stats.
 percentile method: it stays defined when most differences are 0, as with F1 on short answers).
 `compare_seeds` does the same for arms trained with several seeds, paired by seed: each question
 is scored by its mean over the seeds, and it counts the seeds on which each arm comes out ahead.
+`verdict` says in words what one of their rows shows.
 
 Per question: token F1 and ROUGE-L on the answerable questions (the ones `answer_quality`
 averages), lexical support for faithfulness (only where both answers assert something, so that
@@ -81,3 +82,15 @@ def compare_seeds(a_runs: list[list[str]], b_runs: list[list[str]], rows, metric
                 row.update(low=float(ci.low), high=float(ci.high))
         out.append(row)
     return out
+
+
+def verdict(row: dict, a_name: str, b_name: str) -> str:
+    """What one row of `compare` / `compare_seeds` shows, in words: b better where the whole interval
+    of b - a is above 0, a better where it is below, and otherwise no difference these questions show."""
+    if row["low"] is None:
+        return "no question scored for both"
+    if row["low"] > 0:
+        return f"{b_name} better"
+    if row["high"] < 0:
+        return f"{a_name} better"
+    return "no difference these questions can show"

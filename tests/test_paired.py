@@ -62,6 +62,17 @@ def test_no_question_in_common_leaves_the_difference_undefined():
     assert r["questions"] == 0 and r["difference"] is None and r["low"] is None
 
 
+def test_the_verdict_follows_the_interval_and_names_the_arms():
+    [better] = paired.compare(POOR, GOOD, ROWS, metrics=("f1",))  # interval above 0: b better
+    assert paired.verdict(better, "poor", "good") == "good better"
+    [worse] = paired.compare(GOOD, POOR, ROWS, metrics=("f1",))
+    assert paired.verdict(worse, "good", "poor") == "good better"
+    [same] = paired.compare(GOOD, GOOD, ROWS, metrics=("f1",))  # the interval is exactly [0, 0]
+    assert paired.verdict(same, "a", "b") == "no difference these questions can show"
+    [none] = paired.compare(["The context does not say."] * 5, GOOD, ROWS, metrics=("faithfulness",))
+    assert paired.verdict(none, "a", "b") == "no question scored for both"
+
+
 def test_one_seed_pair_is_compare_and_a_repeated_seed_changes_nothing():
     one = paired.compare(POOR, GOOD, ROWS)
     [f1] = paired.compare_seeds([POOR], [GOOD], ROWS, metrics=("f1",))
