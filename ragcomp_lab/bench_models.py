@@ -19,7 +19,8 @@ INT8_FILE = QuantConfig(bits=8, mode="weight_only", granularity="per_channel")
 INT4_FILE = QuantConfig(bits=4, mode="weight_only", granularity="per_group", group_size=64)
 INT4_GPTQ = QuantConfig(bits=4, mode="gptq", granularity="per_group", group_size=64)  # same bits and groups as INT4_FILE
 GPTQ_CALIB = 16  # train prompts GPTQ sees (its Hessians), never the test questions it is scored on
-# the fast CPU path (quant/api.py): every Linear INT8, activations quantized per token
+# INT8_FILE decodes with the compiled kernel (quant/kernels.py): INT8 weights, float activations.
+# torch.ao's fast CPU path (quant/api.py): every Linear INT8, activations quantized per token
 INT8_FAST = QuantConfig(bits=8, mode="dynamic", granularity="per_channel")
 # the same layers with torch.ao's own per-call activation range: what per-token quantization fixes
 INT8_PER_TENSOR = QuantConfig(bits=8, mode="dynamic", granularity="per_channel", activations="per_tensor")
@@ -78,7 +79,8 @@ def quantization(teacher, tok, test, f1_teacher: float, ppl_teacher: float | Non
     fp32 = saved_bytes(teacher)
     rows = [row("INT8 weight-only file, smaller than FP32 (x)", fp32 / saved_bytes(quantize(teacher, INT8_FILE)), 3.9),
             row("INT4 group-64 file, smaller than FP32 (x)", fp32 / saved_bytes(quantize(teacher, INT4_FILE)), 6.5)]
-    variants = {"INT8 dynamic, every Linear, per-token activations": quantize(teacher, INT8_FAST),
+    variants = {"INT8 weight-only, every Linear, compiled kernel": quantize(teacher, INT8_FILE),
+                "INT8 dynamic, every Linear, per-token activations": quantize(teacher, INT8_FAST),
                 "INT8 dynamic, every Linear, per-tensor activations (torch.ao)": quantize(teacher, INT8_PER_TENSOR)}
     t = decode_costs({"fp32": teacher} | variants, tok, test["prompt"][0])
     f1, ppl = f1_teacher, answer_perplexity(teacher, tok, test) if ppl_teacher is None else ppl_teacher

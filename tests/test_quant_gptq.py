@@ -94,7 +94,8 @@ def test_the_quant_linear_from_codes_is_the_weight_gptq_chose(bits, symmetric, g
     assert m.scale.dtype == torch.float16 and torch.equal(m.codes(), codes)
     assert torch.equal(m.dequantized_weight(), chosen)
     x = torch.randn(3, 64, generator=_gen(4))
-    assert torch.equal(m(x), F.linear(x, chosen, b))
+    # 3 tokens of INT8 run the compiled kernel (quant/kernels.py): the same sum in another order
+    torch.testing.assert_close(m(x), F.linear(x, chosen, b), rtol=1e-5, atol=1e-5)
     assert m.qweight.shape == _rtn(W, bits, *gran, symmetric=symmetric).qweight.shape  # the same storage
 
 

@@ -7,7 +7,9 @@ slower than FP32, because a fresh 113 MB float buffer is written and read back; 
 weights (1 MB) stay in cache and bring INT8 to ~1.7-1.9x and INT4 (g=64) to ~3.5-4x the FP32
 time. Rejected: scaling after the matmul (per-channel only; ~15% faster on whole matrices, but no
 longer the primitives' dequantized weight exactly) and torch._weight_int8pack_mm (~3x slower than
-these blocks at one token, ~40x at 64 tokens).
+these blocks at one token, ~40x at 64 tokens). At up to kernels.MAX_TOKENS tokens, INT4 layers and
+INT8 symmetric per-channel or per-tensor layers run a compiled kernel instead (kernels.py) that reads
+the codes once.
 Nothing is cached between calls: the memory saving is real at run time too, the price is speed.
 
 `QuantEmbedding` is the input embedding of a model whose LM head is tied to it: it reads the
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate
-from . import packing
+from . import kernels, packing
 from .primitives import int_range, qparams, quantize
 
 BLOCK = 2**18  # weights dequantized per block of output rows in forward (1 MB as float32)
@@ -153,6 +155,8 @@ class QuantLinear(nn.Module):
                                     self.zero_point[a:b] if per_row else self.zero_point).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.usable(self, x):  # decoding: the codes widened to float in registers (kernels.py)
+            return kernels.forward(self, x)
         rows = max(1, BLOCK // self.in_features)
         if rows >= self.out_features:
             return F.linear(x, self._block(0, self.out_features, x.dtype), self.bias)
