@@ -121,3 +121,23 @@ def test_bad_input_is_refused_by_the_kernel_not_read_out_of_bounds():
         kernels.int4_linear(torch.randn(1, 62), m4.qweight, m4.scale, None, None)
     with pytest.raises(RuntimeError, match="G dividing K"):
         kernels.int4_linear(torch.randn(1, 64), m4.qweight, torch.ones(40, 3), None, None)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_rows_split_over_threads_give_the_same_output_as_one_thread(bits):
+    # 1000 rows: several 64-row chunks per thread; each row is one thread's whole dot product, so the
+    # result is bit for bit the same whatever the thread count
+    w = torch.randn(1000, 576, generator=torch.Generator().manual_seed(7)) * 0.05
+    m = QuantLinear.from_weight(w, None, bits, True, "per_group" if bits == 4 else "per_channel",
+                                64 if bits == 4 else None)
+    x = torch.randn(2, 576)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = m(x)
+        torch.set_num_threads(2)
+        two = m(x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    torch.testing.assert_close(two, F.linear(x, m.dequantized_weight()), rtol=1e-5, atol=1e-5)

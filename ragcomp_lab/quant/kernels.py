@@ -42,7 +42,11 @@ def _module():
         from torch.utils.cpp_extension import load
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return load(name="ragcomp_weight_only", sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"])
+            # -fopenmp: at::parallel_for in an extension is serial without it. The libgomp.so.1 linked
+            # is the one torch already loaded (same soname), so there is one OpenMP runtime and
+            # torch.set_num_threads governs both
+            return load(name="ragcomp_weight_only", sources=[str(SOURCE)],
+                        extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja, an unsupported platform: the PyTorch path still works
         warnings.warn(f"the weight-only decoding kernels could not be built ({type(e).__name__}: {str(e)[:200]}); "
                       f"INT8 and INT4 weight-only layers use the slower PyTorch path. They need a C++ compiler "
