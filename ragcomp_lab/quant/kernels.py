@@ -13,12 +13,13 @@ cached under TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), with -
 that the AVX2 + FMA path is used where the CPU has it. Where no compiler is found the build
 fails once, a warning says why, and QuantLinear keeps its PyTorch path.
 
-Measured on the 2-core AMD EPYC (AVX2), one token: the 49152 x 576 LM head in INT8 3.3 ms against
-FP32's 9.9 (8.7 G weights/s, about the DRAM bandwidth), the 576 / 1536-wide layers at ~7 G weights/s,
-compute-bound, and no faster with 2 threads than with 1 (at::parallel_for stays serial in an extension
-built without OpenMP). The teacher's decoding after a 316-token prompt, in one interleaved run: FP32
-81.9 ms per token, torch.ao INT8 per token 48.6, INT8 weight-only here 47.9, INT4 g64 59.0 (top-1
-against FP32 on 16 test rows 1.0, 1.0, 0.96). Blocks of dequantized rows beat the kernel from ~16 tokens.
+Measured on the 2-core AMD EPYC (AVX2), one token, 1 thread: the 49152 x 576 LM head in INT8 3.3 ms
+against FP32's 9.9 (8.7 G weights/s, about the DRAM bandwidth), the 576 / 1536-wide layers at ~7 G
+weights/s, compute-bound. Built with OpenMP the rows are split over torch's threads. The teacher's
+decoding after a 316-token prompt, 2 threads, in one interleaved run: FP32 89.7 ms per token, torch.ao
+INT8 per token 51.4, INT8 weight-only here 47.3 (1.90x), INT4 g64 50.9 (1.76x; 59.0 before OpenMP);
+INT8 is bound by memory there, INT4 by unpacking. Top-1 against FP32 on 16 test rows 1.0, 1.0, 0.96.
+Blocks of dequantized rows beat the kernel from ~16 tokens, so a prompt's forward pass does not use it.
 """
 from __future__ import annotations
 
