@@ -9,6 +9,28 @@
 
 namespace {
 
+#if defined(__AVX2__) && defined(__FMA__)
+inline float hsum(__m256 v) {  // the 8 lanes of v added
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  return _mm_cvtss_f32(h);
+}
+#endif
+
+// y[m, n] = dot(m, n) + bias[n] for every token m and output row n. The rows are split over torch's
+// threads in chunks: each thread streams its own slice of the weight once for every token.
+template <typename Dot>
+void for_each_output(int64_t M, int64_t N, const float* bias, float* y, const Dot& dot) {
+  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t m = 0; m < M; ++m) {
+        const float v = dot(m, n);
+        y[m * N + n] = bias ? v + bias[n] : v;
+      }
+  });
+}
+
 inline float dot_row(const float* x, const int8_t* q, int64_t K) {
   int64_t k = 0;
   float acc = 0.f;
@@ -22,11 +44,7 @@ inline float dot_row(const float* x, const int8_t* q, int64_t K) {
     a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + k + 16), a2);
     a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + k + 24), a3);
   }
-  __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  acc = _mm_cvtss_f32(h);
+  acc = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
   for (; k < K; ++k) acc += x[k] * static_cast<float>(q[k]);
   return acc;
@@ -51,16 +69,7 @@ torch::Tensor int8_linear(torch::Tensor x, torch::Tensor q, torch::Tensor scale,
   const float* sp = scale.data_ptr<float>();
   const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  // rows of q in chunks: each thread streams its own slice of the weight once for every token
-  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const int8_t* row = qp + n * K;
-      for (int64_t m = 0; m < M; ++m) {
-        float v = dot_row(xp + m * K, row, K) * sp[n];
-        yp[m * N + n] = bp ? v + bp[n] : v;
-      }
-    }
-  });
+  for_each_output(M, N, bp, yp, [&](int64_t m, int64_t n) { return dot_row(xp + m * K, qp + n * K, K) * sp[n]; });
   return y;
 }
 
@@ -100,10 +109,7 @@ float dot_row4(const float* x, const uint8_t* b, const S* scale, const uint8_t* 
     tot = _mm256_fmadd_ps(sa, _mm256_set1_ps(as_float(scale[ga])), tot);
     tot = _mm256_fmadd_ps(sb, _mm256_set1_ps(as_float(scale[gb])), tot);
   }
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(tot), _mm256_extractf128_ps(tot, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  acc = _mm_cvtss_f32(h);
+  acc = hsum(tot);
 #endif
   for (; j < L; ++j) {  // the rest, one byte (two codes) at a time
     const int64_t ga = j / g;
@@ -120,12 +126,8 @@ template <typename S>
 void int4_rows(const float* xp, const uint8_t* bp, const S* sp, const uint8_t* zp, const float* biasp, float* yp,
                int64_t M, int64_t N, int64_t K, int64_t L, int64_t G) {
   const int64_t g = K / G;
-  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
-      for (int64_t m = 0; m < M; ++m) {
-        float v = dot_row4(xp + m * K, bp + n * L, sp + n * G, zp ? zp + n * G : nullptr, K, L, g);
-        yp[m * N + n] = biasp ? v + biasp[n] : v;
-      }
+  for_each_output(M, N, biasp, yp, [&](int64_t m, int64_t n) {
+    return dot_row4(xp + m * K, bp + n * L, sp + n * G, zp ? zp + n * G : nullptr, K, L, g);
   });
 }
 
