@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from . import data, models
 from .bench import compare
 from .config import QuantConfig
@@ -41,34 +43,74 @@ def _decode(model, batch, tok, new_tokens: int = 32):
                                   pad_token_id=tok.pad_token_id)
 
 
-def decode_costs(models: dict, tok, prompt: str, new_tokens: int = 32, warmup: int = 1, repeat: int = 5) -> dict:
+def decode_costs(models: dict, tok, prompt: str, new_tokens: int = 32, warmup: int = 1, repeat: int = 5,
+                 threads: int | tuple[int, ...] | None = None) -> dict:
     """Per model, timed round-robin with the others (one side-by-side run): "prefill_ms", greedy
     generation of one token, i.e. the prompt's forward pass; "ms_per_token", the decoding cost of
     each further token, (t(1 + n) - t(1)) / n; and "total_ms", t(1 + n). Decoding and the prompt's
     forward are reported apart, as in the issue's kernel table: quantized kernels speed them up
-    differently, and a long RAG prompt's forward would otherwise hide the decoding speed."""
+    differently, and a long RAG prompt's forward would otherwise hide the decoding speed.
+
+    `threads`: thread counts to try, interleaved in the same run (None: the current count only).
+    Each model is reported at the count that decodes it fastest ("threads"), with every count's
+    cost in "ms_per_token_by_threads". One token's matrix-vector products are bound by memory, and
+    a second thread helps one format and slows another (measured here: FP32 45 ms per token on 1
+    thread and 62 on 2, INT8 weight-only 17 and 16): a ratio of two models at one thread count can
+    flatter either, their best against their best cannot."""
     from . import _validate
 
     _validate.positive_int("new_tokens", new_tokens)
+    current = torch.get_num_threads()
+    counts = (current,) if threads is None else (threads,) if isinstance(threads, int) else tuple(threads)
+    counts = tuple(_validate.positive_int("threads", n) for n in counts)
+    if not counts:
+        raise ValueError("threads=() names no thread count: give at least one, e.g. (1, 2), or None")
     batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
     fns = {}
-    for name, model in models.items():
-        fns[f"{name} prefill"] = _decode(model, batch, tok, 1)
-        fns[f"{name} total"] = _decode(model, batch, tok, 1 + new_tokens)
-    t = compare(fns, warmup=warmup, repeat=repeat)
+    for n in counts:
+        for name, model in models.items():
+            for part, tokens in (("prefill", 1), ("total", 1 + new_tokens)):
+                fns[name, n, part] = _on_threads(n, _decode(model, batch, tok, tokens))
+    try:
+        t = compare(fns, warmup=warmup, repeat=repeat)
+    finally:
+        torch.set_num_threads(current)
     out = {}
     for name in models:
-        first, total = t[f"{name} prefill"].median, t[f"{name} total"].median
-        out[name] = {"prefill_ms": 1e3 * first, "ms_per_token": 1e3 * (total - first) / new_tokens,
-                     "total_ms": 1e3 * total, "prompt_tokens": batch["input_ids"].shape[1]}
+        cost = {}
+        for n in counts:
+            first, total = t[name, n, "prefill"].median, t[name, n, "total"].median
+            cost[n] = {"prefill_ms": 1e3 * first, "ms_per_token": 1e3 * (total - first) / new_tokens,
+                       "total_ms": 1e3 * total, "prompt_tokens": batch["input_ids"].shape[1], "threads": n}
+        best = min(counts, key=lambda n: cost[n]["ms_per_token"])
+        out[name] = {**cost[best], "ms_per_token_by_threads": {n: c["ms_per_token"] for n, c in cost.items()}}
     return out
+
+
+def _on_threads(n: int, fn):
+    """fn run on n threads (torch.set_num_threads is cheap next to a generate call)."""
+    def run():
+        torch.set_num_threads(n)
+        return fn()
+    return run
+
+
+def thread_counts() -> tuple[int, ...]:
+    """The thread counts make bench decodes on: 1 and torch's current count."""
+    return tuple(sorted({1, torch.get_num_threads()}))
 
 
 def _speed_note(base: dict, other: dict) -> str:
     prefill, total = base["prefill_ms"] / other["prefill_ms"], base["total_ms"] / other["total_ms"]
-    return (f"{base['ms_per_token']:.1f} vs {other['ms_per_token']:.1f} ms per token after a "
-            f"{base['prompt_tokens']}-token prompt, whose forward pass is {prefill:.2f}x faster; "
-            f"end to end {total:.2f}x")
+    counts = "/".join(str(n) for n in base["ms_per_token_by_threads"])
+    return (f"{base['ms_per_token']:.1f} vs {other['ms_per_token']:.1f} ms per token, each on its faster thread count "
+            f"({base['threads']} and {other['threads']}; on {counts} threads {_by_threads(base)} vs "
+            f"{_by_threads(other)} ms), after a {base['prompt_tokens']}-token prompt, whose forward pass is "
+            f"{prefill:.2f}x faster; end to end {total:.2f}x")
+
+
+def _by_threads(cost: dict) -> str:
+    return "/".join(f"{ms:.1f}" for ms in cost["ms_per_token_by_threads"].values())
 
 
 def quantization(teacher, tok, test, f1_teacher: float, ppl_teacher: float | None = None) -> list[dict]:
@@ -82,7 +124,7 @@ def quantization(teacher, tok, test, f1_teacher: float, ppl_teacher: float | Non
     variants = {"INT8 weight-only, every Linear, compiled kernel": quantize(teacher, INT8_FILE),
                 "INT8 dynamic, every Linear, per-token activations": quantize(teacher, INT8_FAST),
                 "INT8 dynamic, every Linear, per-tensor activations (torch.ao)": quantize(teacher, INT8_PER_TENSOR)}
-    t = decode_costs({"fp32": teacher} | variants, tok, test["prompt"][0])
+    t = decode_costs({"fp32": teacher} | variants, tok, test["prompt"][0], threads=thread_counts())
     f1, ppl = f1_teacher, answer_perplexity(teacher, tok, test) if ppl_teacher is None else ppl_teacher
     for label, q in variants.items():
         agree = token_agreement(q, teacher, tok, test)
@@ -152,7 +194,7 @@ def student(teacher, tok, test, f1_teacher: float) -> list[dict]:
 
     s = models.make_student(teacher, keep_layers=LAYERS[STUDENT])
     ne_t, ne_s = models.param_counts(teacher)["non_embedding"], models.param_counts(s)["non_embedding"]
-    t = decode_costs({"teacher": teacher, "student": s}, tok, test["prompt"][0])
+    t = decode_costs({"teacher": teacher, "student": s}, tok, test["prompt"][0], threads=thread_counts())
     rows = [row("student non-embedding weights, fewer than the teacher (x)", ne_t / ne_s, 4.0,
                 note=f"{ne_s:,} vs {ne_t:,}"),
             row("student decoding, faster than the teacher (x)",

@@ -108,14 +108,58 @@ def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monke
     a = out["a"]
     assert a["prompt_tokens"] == 3 and a["total_ms"] > 0 and a["prefill_ms"] > 0  # no timing order: noise
 
-    fixed = {"a prefill": 0.2, "a total": 1.0, "b prefill": 0.1, "b total": 0.3}
+    n = torch.get_num_threads()
+    fixed = {("a", n, "prefill"): 0.2, ("a", n, "total"): 1.0, ("b", n, "prefill"): 0.1, ("b", n, "total"): 0.3}
     monkeypatch.setattr(bench_models, "compare",
                         lambda fns, **kw: {k: Latency(fixed[k], [fixed[k]], 2) for k in fns})
     out = bench_models.decode_costs({"a": model, "b": model}, Tok(), "p", new_tokens=4)
     assert out["a"]["ms_per_token"] == pytest.approx(200.0) and out["b"]["ms_per_token"] == pytest.approx(50.0)
     assert out["a"]["prefill_ms"] == pytest.approx(200.0) and out["b"]["total_ms"] == pytest.approx(300.0)
+    assert out["a"]["threads"] == n and out["a"]["ms_per_token_by_threads"] == {n: pytest.approx(200.0)}
     with pytest.raises(ValueError, match="new_tokens=0"):
         bench_models.decode_costs({"a": model}, Tok(), "p", new_tokens=0)
+
+
+def test_decode_costs_report_each_model_on_its_fastest_thread_count(monkeypatch):
+    """Two thread counts in one interleaved run: each model's row is the count that decodes it
+    fastest, every count's cost is kept, the generate calls really ran on that many threads, and
+    torch's own count is restored afterwards."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ragcomp_lab import bench_models
+    from ragcomp_lab.bench import Latency
+
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, text, **kw):
+            return {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=8)
+    model = LlamaForCausalLM(cfg).eval()
+    seen = set()
+    real = bench_models._decode
+    monkeypatch.setattr(bench_models, "_decode", lambda m, b, t, k: lambda: (seen.add(torch.get_num_threads()),
+                                                                             real(m, b, t, k)())[1])
+    before = torch.get_num_threads()
+    out = bench_models.decode_costs({"a": model}, Tok(), "p", new_tokens=2, warmup=0, repeat=1, threads=(1, 2))
+    assert seen == {1, 2} and torch.get_num_threads() == before
+    assert set(out["a"]["ms_per_token_by_threads"]) == {1, 2}
+
+    # a: faster on 1 thread, b: faster on 2 (seconds for prefill and total)
+    fixed = {("a", 1): (0.1, 0.5), ("a", 2): (0.1, 0.9), ("b", 1): (0.1, 0.5), ("b", 2): (0.1, 0.3)}
+    monkeypatch.setattr(bench_models, "compare", lambda fns, **kw: {
+        k: Latency(fixed[k[:2]][k[2] == "total"], [0], 2) for k in fns})
+    out = bench_models.decode_costs({"a": model, "b": model}, Tok(), "p", new_tokens=4, threads=(1, 2))
+    assert out["a"]["threads"] == 1 and out["a"]["ms_per_token"] == pytest.approx(100.0)
+    assert out["b"]["threads"] == 2 and out["b"]["ms_per_token"] == pytest.approx(50.0)
+    assert out["a"]["ms_per_token_by_threads"] == {1: pytest.approx(100.0), 2: pytest.approx(200.0)}
+    note = bench_models._speed_note(out["a"], out["b"])
+    assert note.startswith("100.0 vs 50.0 ms per token") and "(1 and 2; on 1/2 threads 100.0/200.0 vs 100.0/50.0" in note
+    for bad in ((), (0,), (1, True)):
+        with pytest.raises(ValueError, match="thread"):
+            bench_models.decode_costs({"a": model}, Tok(), "p", threads=bad)
 
 
 def test_error_compensation_row_compares_gptq_with_round_to_nearest_at_the_same_bits(make_bed, monkeypatch):
