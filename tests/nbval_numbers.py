@@ -8,10 +8,10 @@ fresh output is checked against the stored one: the same structure and the same 
 numbers, every number equal up to rounding. Then the stored output stands in for the fresh one;
 anything else is left to nbval's own comparison, which reports it.
 
-Up to rounding means: a JSON number within a relative 1e-3 (far below what a chart shows), and
-so a float in plotly's typed arrays (base64 "bdata", decoded); a printed decimal within one unit
-of its last printed digit (0.1234 against 0.1235) or the same relative 1e-3; integers, printed or
-in typed arrays, exactly. Labels, words, counts and shapes still compare exactly, and the
+Up to rounding means: a number, printed or in JSON, within a relative 1e-3 or an absolute 1e-8
+(both far below what a chart or a table shows), or one unit apart in its last digit (0.1234
+against 0.1235, a chart's -0.00857 against -0.00858); plotly's typed arrays (base64 "bdata")
+decoded and compared the same way; integers, printed or in typed arrays, exactly. Labels, words, counts and shapes still compare exactly, and the
 sanitize file's masks (timings, addresses) apply first, as in nbval.
 
 Loaded by `make test` with `-p tests.nbval_numbers`.
@@ -26,10 +26,18 @@ import numpy as np
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 REL = 1e-3
+ABS = 1e-8  # below this a charted value is zero (a loss of identical models, a vanishing probability)
 
 
-def close_numbers(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+def close_numbers(a: float, b: float, printed: tuple[str, str] | None = None) -> bool:
+    """Within REL relative or ABS absolute, or one unit apart in the last digit of the shorter of
+    their printed forms (`printed`, else their shortest reprs: a chart's -0.00857 and -0.00858)."""
+    if math.isclose(a, b, rel_tol=REL, abs_tol=ABS):
+        return True
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    x, y = printed or (repr(a), repr(b))
+    return abs(a - b) <= min(_last_digit(x), _last_digit(y)) * (1 + 1e-9)
 
 
 def close_text(a: str, b: str) -> bool:
@@ -43,9 +51,7 @@ def close_text(a: str, b: str) -> bool:
             continue
         if not any(c in x + y for c in ".eE"):  # integers: counts, ids, sizes compare exactly
             return False
-        unit = max(_last_digit(x), _last_digit(y))
-        fx, fy = float(x), float(y)
-        if not (abs(fx - fy) <= unit * (1 + 1e-9) or close_numbers(fx, fy)):
+        if not close_numbers(float(x), float(y), (x, y)):
             return False
     return True
 
@@ -72,7 +78,7 @@ def close(a, b, sanitize) -> bool:
             x, y = _typed_array(a), _typed_array(b)
             if x.shape != y.shape or x.dtype.kind != "f" or y.dtype.kind != "f":
                 return x.shape == y.shape and bool(np.array_equal(x, y))
-            return bool(np.isclose(x, y, rtol=REL, atol=1e-12, equal_nan=True).all())
+            return bool(np.isclose(x, y, rtol=REL, atol=ABS, equal_nan=True).all())
         return all(close(a[k], b[k], sanitize) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(close(x, y, sanitize) for x, y in zip(a, b))

@@ -59,3 +59,10 @@ def test_outputs_equal_up_to_rounding_are_replaced_by_the_stored_ones_others_kep
               "data": {"text/plain": "0.1234"}}]
     skip = ("metadata", "execution_count")
     assert nn.outputs_up_to_rounding(plain, with_meta, same, skip)[0] is plain[0]
+
+
+def test_rounded_chart_values_may_differ_by_one_unit_and_near_zero_values_are_zero():
+    assert nn.close([-0.00857, 0.00031], [-0.00858, 0.0003], same)
+    assert not nn.close([-0.00857], [-0.00867], same)
+    assert nn.close(5.6e-09, 7.0e-09, same) and not nn.close(5.6e-07, 7.0e-07, same)
+    assert not nn.close(float("nan"), 1.0, same) and not nn.close(float("inf"), 1.0, same)
