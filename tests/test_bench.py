@@ -81,11 +81,9 @@ def test_non_embedding_bytes_leave_out_embedding_and_head():
     assert _non_embedding_bytes(q8) < _non_embedding_bytes(m) / 3.5
 
 
-def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monkeypatch):
+def _tiny_llama_and_tok():
+    """A 1-layer Llama and a tokenizer stub that always gives a 3-token prompt: generate() in milliseconds."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ragcomp_lab import bench_models
-    from ragcomp_lab.bench import Latency
 
     class Tok:
         pad_token_id = 0
@@ -95,7 +93,14 @@ def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monke
 
     cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                       num_key_value_heads=1, head_dim=8)
-    model = LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(cfg).eval(), Tok
+
+
+def test_decode_costs_split_the_prompt_forward_from_the_per_token_decoding(monkeypatch):
+    from ragcomp_lab import bench_models
+    from ragcomp_lab.bench import Latency
+
+    model, Tok = _tiny_llama_and_tok()
     lengths = []  # the number of tokens each timed call generated
     real = bench_models._decode
 
@@ -124,20 +129,10 @@ def test_decode_costs_report_each_model_on_its_fastest_thread_count(monkeypatch)
     """Two thread counts in one interleaved run: each model's row is the count that decodes it
     fastest, every count's cost is kept, the generate calls really ran on that many threads, and
     torch's own count is restored afterwards."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from ragcomp_lab import bench_models
     from ragcomp_lab.bench import Latency
 
-    class Tok:
-        pad_token_id = 0
-
-        def __call__(self, text, **kw):
-            return {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
-
-    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=8)
-    model = LlamaForCausalLM(cfg).eval()
+    model, Tok = _tiny_llama_and_tok()
     seen = set()
     real = bench_models._decode
     monkeypatch.setattr(bench_models, "_decode", lambda m, b, t, k: lambda: (seen.add(torch.get_num_threads()),
