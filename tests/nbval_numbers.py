@@ -11,8 +11,9 @@ anything else is left to nbval's own comparison, which reports it.
 Up to rounding means: a number, printed or in JSON, within a relative 1e-3 or an absolute 1e-8
 (both far below what a chart or a table shows), or one unit apart in its last digit (0.1234
 against 0.1235, a chart's -0.00857 against -0.00858); plotly's typed arrays (base64 "bdata")
-decoded and compared the same way; integers, printed or in typed arrays, exactly. Labels, words, counts and shapes still compare exactly, and the
-sanitize file's masks (timings, addresses) apply first, as in nbval.
+decoded and compared within the same relative and absolute bounds; integers, printed, in JSON or
+in typed arrays, exactly. Labels, words, counts and shapes still compare exactly, and the sanitize
+file's masks (timings, addresses) apply first, as in nbval.
 
 Loaded by `make test` with `-p tests.nbval_numbers`.
 """
@@ -67,6 +68,8 @@ def close(a, b, sanitize) -> bool:
     """a (stored) and b (fresh) equal up to rounding, after the sanitize masks."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
+    if isinstance(a, int) and isinstance(b, int):  # counts, ids, sizes
+        return a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b or close_numbers(float(a), float(b))
     if isinstance(a, str) and isinstance(b, str):

@@ -38,6 +38,7 @@ def test_json_numbers_and_typed_arrays_within_a_relative_tolerance():
     assert not nn.close(fig, {"data": [{"y": [0.3, 1e-20], "x": ["a", "c"], "z": typed([0.1, 0.2])}]}, same)
     assert not nn.close(typed([0.1, 0.2]), typed([0.1, 0.25]), same)
     assert not nn.close(typed([1, 2], "i4"), typed([1, 3], "i4"), same)
+    assert not nn.close([10000], [10001], same) and nn.close([3], [3.0000001], same)  # JSON ints exactly
     assert not nn.close(typed([0.1, 0.2]), typed([0.1]), same)
     assert not nn.close({"a": 1}, {"a": 1, "b": 2}, same) and not nn.close(True, 1, same)
 
