@@ -62,10 +62,12 @@ def topk_kd_kl(student_logits, teacher_ids, teacher_logprobs, T: float = 1.0, ma
     dtype = torch.promote_types(student_logits.dtype, torch.float32)  # half-precision logits: softmax in FP32
     lt = teacher_logprobs.to(dtype)
     # teacher over k + 1 buckets at temperature T
-    # the tail mass 1 - sum(top-k); a peaked teacher's top-k can sum past 1 by rounding: the tail is then 0
-    tail = (-torch.logsumexp(lt, -1, keepdim=True).exp().clamp(max=1.0)).log1p() if k < V \
-        else torch.full_like(lt[..., :1], -math.inf)
-    rest = math.log(V - k) + (tail - math.log(V - k)) / T if k < V else tail
+    # the log tail mass log(1 - sum(top-k)), in float64: at k = 256 the tail is ~1e-6, and 1 - sum in
+    # float32 cancels to its last bits (which the CPU's kernels round differently), while T > 1 raises
+    # the bucket to (V - k) * (r / (V - k))^(1/T). A top-k summing past 1 by rounding leaves no tail.
+    lse = torch.logsumexp(teacher_logprobs.double(), -1, keepdim=True).clamp(max=0.0)
+    tail = torch.log(-torch.expm1(lse)) if k < V else torch.full_like(lse, -math.inf)
+    rest = (math.log(V - k) + (tail - math.log(V - k)) / T if k < V else tail).to(dtype)
     log_q_t = torch.log_softmax(torch.cat([lt / T, rest], -1), -1)
     # student over the same buckets: its top-k log-probs and the log of the mass outside them
     z = student_logits.to(dtype) / T

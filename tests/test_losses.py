@@ -113,6 +113,21 @@ def test_topk_kl_is_non_negative_and_zero_when_the_student_is_the_teacher(seed, 
     assert rl.topk_kd_kl(flat, *_topk(flat, k), T).abs() < 1e-10
 
 
+@pytest.mark.parametrize("T", [2.0, 4.0, 8.0])
+def test_topk_kl_of_a_peaked_teacher_in_float32_matches_float64(T):
+    # top-256 of a peaked teacher: the tail is ~5e-8, and T > 1 raises it to a bucket that dominates
+    # the KL, so 1 - sum(top-k) taken in float32 was off by a third; float32 inputs must not matter
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        t = torch.randn(1, 4096, dtype=torch.float64, generator=g) * 2
+        t[0, 0] = 26.0
+        top = F.log_softmax(t, -1).topk(256, -1)
+        s = torch.randn(1, 4096, dtype=torch.float64, generator=g)
+        want = rl.topk_kd_kl(s, top.indices, top.values, T)
+        got = rl.topk_kd_kl(s.float(), top.indices, top.values.float(), T)
+        torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=0)
+
+
 def test_topk_kl_gradient_moves_the_student_toward_the_teacher():
     s, t = _logits(0).requires_grad_(), _logits(1)
     loss = rl.topk_kd_kl(s, *_topk(t, 3), 2.0)
