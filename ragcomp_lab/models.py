@@ -181,3 +181,13 @@ def param_counts(model) -> dict[str, int]:
     if head is not None and not tied:
         embedding += head.in_features * head.out_features
     return {"embedding": embedding, "non_embedding": total - embedding, "total": total}
+
+
+def weights_per_token(model) -> int:
+    """The weights one generated token multiplies: every non-embedding weight, plus the output head
+    (vocab x hidden; the input embedding only gives one row). Decoding a token reads each once, so
+    the ratio of two models' counts bounds how much faster the smaller decodes: layer-dropping
+    shrinks the layers, never the head, which every student of a tied-embedding teacher keeps."""
+    head = model.get_output_embeddings()
+    head_weights = 0 if head is None else head.in_features * head.out_features
+    return param_counts(model)["non_embedding"] + head_weights

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ragcomp_lab import experiments
+from ragcomp_lab import bench_models, experiments, models
 from ragcomp_lab.config import DistillConfig
 
 
@@ -50,8 +50,14 @@ def test_student_size_reports_parameters_latency_and_quality_retained(bed, small
     for r in students:
         assert r["non_embedding_reduction"] == pytest.approx(
             teacher["non_embedding_params"] / r["non_embedding_params"])
-        assert r["decode_speedup"] == pytest.approx(teacher["decode_ms_per_token"] / r["decode_ms_per_token"])
-        assert r["decode_ms_per_token"] > 0
+        # timed side by side with the teacher, and never past the bound the shapes set
+        assert r["decode_speedup"] == pytest.approx(r["teacher_decode_ms_per_token"] / r["decode_ms_per_token"])
+        assert r["decode_ms_per_token"] > 0 and r["decode_threads"] in bench_models.thread_counts()
+        assert r["decode_speedup_bound"] == pytest.approx(
+            models.weights_per_token(bed.teacher) / models.weights_per_token(
+                models.make_student(bed.teacher, keep_layers=experiments.LAYERS[r["n_layers"]])))
+    assert students[1]["decode_speedup_bound"] == pytest.approx(1.0)  # both of the stand-in teacher's layers
+    assert students[0]["decode_speedup_bound"] > 1
     assert students[0]["non_embedding_params"] < students[1]["non_embedding_params"]
 
 

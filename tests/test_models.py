@@ -124,3 +124,15 @@ def test_answer_loss_is_the_causal_lm_loss_on_answer_tokens(teacher_and_tok):
                      encode_pair(tok, "Q: when was it founded, and by whom?\nA:", "1987")], tok.pad_token_id)
     with torch.no_grad():
         torch.testing.assert_close(answer_loss(tiny, batch), tiny(**batch).loss)
+
+
+def test_weights_per_token_are_every_matrix_a_token_multiplies(teacher_and_tok):
+    teacher, _ = teacher_and_tok
+    student = models.make_student(teacher, keep_layers=[0, 15, 29])
+    for m in (teacher, student):
+        linear = sum(x.weight.numel() for x in m.modules() if isinstance(x, torch.nn.Linear))  # layers + head
+        norms = sum(p.numel() for n, p in m.named_parameters() if "norm" in n)
+        assert models.weights_per_token(m) == linear + norms
+    # the head (49,152 x 576, tied to the embedding) is the same in both: 3 of 30 layers is far from 10x
+    assert models.weights_per_token(teacher) == 106_203_456 + 49152 * 576
+    assert models.weights_per_token(teacher) / models.weights_per_token(student) < 3.5
