@@ -199,7 +199,8 @@ def student(teacher, tok, test, f1_teacher: float) -> list[dict]:
                 note=f"{ne_s:,} vs {ne_t:,}"),
             row("student decoding, faster than the teacher (x)",
                 t["teacher"]["ms_per_token"] / t["student"]["ms_per_token"], 3.0,
-                note=_speed_note(t["teacher"], t["student"]))]
+                note=_speed_note(t["teacher"], t["student"]) + f"; its shape bounds it at "
+                f"{models.weights_per_token(teacher) / models.weights_per_token(s):.2f}x (models.weights_per_token)")]
     ratio = _non_embedding_bytes(teacher) / _non_embedding_bytes(quantize(s, INT8_FAST))
     rows.append(row("distilled + INT8 dynamic, non-embedding bytes smaller than the FP32 teacher (x)", ratio, 10.0,
                     note="non-embedding tensors of the saved files (embedding and LM head excluded)"))
