@@ -8,7 +8,6 @@ stored one, so re-executing on another CPU changes only what really changed. The
 that differs beyond rounding once tests/sanitize.cfg's masks apply (what nbval would fail on
 against the old outputs) is listed, with its first changed lines.
 """
-import configparser
 import os
 import re
 import sys
@@ -16,19 +15,20 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbval.plugin import get_sanitize_patterns
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.nbval_numbers import close, outputs_up_to_rounding  # noqa: E402
+from tests.nbval_numbers import _comparable, close, outputs_up_to_rounding  # noqa: E402
 
-SKIP = ("metadata", "execution_count")  # what nbval does not compare
+# Fields that carry no result. Both the keep and the report compare everything else, images and
+# widget ids included, which nbval skips: a stored image never outlives the chart it showed.
+SKIP = ("metadata", "execution_count")
 
 
 def sanitizer(path: Path = ROOT / "tests" / "sanitize.cfg"):
-    """The sanitize file's regex replacements, applied in order, as nbval applies them."""
-    cfg = configparser.ConfigParser()
-    cfg.read(path)
-    rules = [(re.compile(cfg[s]["regex"]), cfg[s]["replace"]) for s in cfg.sections()]
+    """The sanitize file's regex replacements, read and applied in order as nbval does."""
+    rules = [(re.compile(regex), replace) for regex, replace in get_sanitize_patterns(path.read_text())]
 
     def sanitize(text: str) -> str:
         for regex, replace in rules:
@@ -46,16 +46,13 @@ def _text(output) -> list[str]:
 def changed_beyond_rounding(stored: list, fresh: list, sanitize) -> list[str]:
     """The first differing printed lines of the outputs (or what changed) if stored and fresh
     differ beyond rounding after the masks, else []."""
-    if len(stored) == len(fresh) and all(close(_strip(a), _strip(b), sanitize) for a, b in zip(stored, fresh)):
+    if len(stored) == len(fresh) and all(close(_comparable(a, SKIP), _comparable(b, SKIP), sanitize)
+                                         for a, b in zip(stored, fresh)):
         return []
     old = [line for o in stored for line in _text(o)]
     new = [line for o in fresh for line in _text(o)]
     lines = [f"  - {a}\n  + {b}" for a, b in zip(old, new) if not close(a, b, sanitize)][:3]
     return lines or [f"  {len(stored)} -> {len(fresh)} outputs, or a chart's data"]
-
-
-def _strip(output) -> dict:
-    return {k: v for k, v in output.items() if k not in SKIP}
 
 
 def execute(path: Path, sanitize) -> None:
