@@ -16,10 +16,16 @@ def _check_jsonl(args) -> int:
     from collections import Counter
 
     from .data import load_jsonl
+    from .data.questions import KINDS
 
     rows = load_jsonl(args.path)
-    sources = Counter("with an answer" if a else "without an answer" for a in rows["answer"])
-    print(f"{args.path}: {len(rows)} rows ({', '.join(f'{n} {k}' for k, n in sorted(sources.items()))})")
+    kinds = Counter(rows["kind"])
+    order = [k for k in KINDS if k in kinds] + sorted(set(kinds) - set(KINDS))  # the test bed's order, then "user"
+    print(f"{args.path}: {len(rows)} row{'s' * (len(rows) != 1)}: {', '.join(f'{kinds[k]} {k}' for k in order)}")
+    # an unanswerable row's gold is the refusal, always set; an answerable one without a gold cannot be scored
+    missing = sum(not a for a in rows["answer"])
+    if missing:
+        print(f"{missing} {'row has' if missing == 1 else 'rows have'} no answer: F1 and EM score them against \"\"")
     return 0
 
 

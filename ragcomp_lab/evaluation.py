@@ -5,6 +5,7 @@ Quality: token F1 and EM, ROUGE-1/2/L (rouge-score), corpus BLEU (sacrebleu), pe
 gold answers given the prompts and of held-out plain text (the split's passages).
 Faithfulness: lexical support (faithfulness.py) and embedding support (all-MiniLM-L6-v2), the
 unsupported-answer rate, hallucination (unanswerable questions answered instead of refused).
+Per question kind (`report.by_kind`): rows, F1, EM, refusals, hallucination, false refusals.
 Agreement with a reference model: token-level KL on the gold answers and answer match.
 Efficiency: weights (embedding / non-embedding), saved bytes, forward and decoding latency.
 
@@ -17,6 +18,7 @@ import functools
 import math
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,13 +29,35 @@ from .bench import latency as _latency
 from .faithfulness import faithfulness as _faithfulness
 from .faithfulness import lexical_support
 from .qa_metrics import answer_quality, exact_match, is_refusal, normalize_answer, token_f1
+from .qa_metrics import by_kind as quality_by_kind
 from .report import Report
 
 COLUMNS = ("prompt", "answer", "kind", "passages")
 
 
+class ContextLengthWarning(UserWarning):
+    """A prompt plus the tokens generated after it does not fit in the model's context."""
+
+
 def _check_data(data) -> None:
     _validate.rag_rows("data", data, COLUMNS, "there is nothing to evaluate")
+
+
+def _warn_past_context(model, tok, prompts: list[str], new_tokens: int) -> None:
+    """Warn (ContextLengthWarning) when a prompt plus `new_tokens` exceeds the model's context,
+    config.max_position_embeddings: nothing truncates a prompt, so the scores would silently
+    measure the model at positions it never learnt."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not context:
+        return  # the model states no context: nothing to check against
+    lengths = [len(ids) for ids in tok(list(prompts), add_special_tokens=False)["input_ids"]]
+    over = sum(n + new_tokens > context for n in lengths)
+    if over:
+        warnings.warn(f"{over} of {len(lengths)} prompts plus the {new_tokens} new tokens exceed the model's context "
+                      f"of {context} tokens (config.max_position_embeddings): the longest prompt has {max(lengths)} "
+                      f"tokens. Past its context a model runs at positions it was never trained on, so those "
+                      f"answers and their scores are unreliable (a model with learned position embeddings fails)",
+                      ContextLengthWarning, stacklevel=3)  # 3: the caller of rl.evaluate
 
 
 def answer_perplexity(model, tok, rows, batch_size: int = 16, column: str = "answer") -> float:
@@ -185,8 +209,13 @@ def evaluate(model, tok, data, reference=None, *, name: str | None = None, batch
 
     `reference` (e.g. the teacher) adds agreement: token-level KL and answer match; its greedy
     answers are generated unless `reference_answers` (e.g. its own report's table["answer"]) are given.
+    `report.by_kind` splits the answer metrics by the rows' kind (qa_metrics.by_kind). A prompt
+    that does not fit in the model's context with the answer's tokens warns (ContextLengthWarning).
     """
     _check_data(data)
+    from .data.teacher import MAX_NEW_TOKENS  # what _answers generates
+
+    _warn_past_context(model, tok, data["prompt"], MAX_NEW_TOKENS)
     stages = ["answers", "perplexity", "text perplexity", "faithfulness"] + (["reference"] if reference is not None
                                                                               else []) + ["size", "latency"]
     bar = tqdm(stages, desc=f"evaluate {name or type(model).__name__}", disable=not progress, unit="stage")
@@ -238,7 +267,7 @@ def evaluate(model, tok, data, reference=None, *, name: str | None = None, batch
                   faithfulness_embedding=sum(emb_values) / len(emb_values) if emb_values else None,
                   unsupported=faith["unsupported_rate"], hallucination=faith.get("hallucination_rate"),
                   false_refusal=quality.get("false_refusal_rate"), agreement=agreement, size=size, latency=lat,
-                  table=table)
+                  table=table, by_kind=quality_by_kind(answers, golds, kinds))
 
 
 def _table(data, answers, support, emb, ref_answers):

@@ -1,4 +1,5 @@
-"""Answer metrics of extractive QA (SQuAD-style): exact match, token F1, ROUGE-L, and refusals.
+"""Answer metrics of extractive QA (SQuAD-style): exact match, token F1, ROUGE-L, and refusals,
+overall (`answer_quality`) and per question kind (`by_kind`).
 
 Answers are compared after normalisation: lower case, punctuation and articles removed,
 whitespace collapsed. A refusal is an answer that says the context does not hold the answer.
@@ -54,12 +55,16 @@ def is_refusal(prediction: str) -> bool:
     return bool(_REFUSAL.search(prediction))
 
 
-def answer_quality(predictions: list[str], golds: list[str], kinds: list[str]) -> dict[str, float]:
-    """EM and F1 on the answerable questions (overall and per kind), the refusal rate on the
-    unanswerable ones, and how often an answerable question was wrongly refused."""
+def _check_lengths(predictions, golds, kinds) -> None:
     if not (len(predictions) == len(golds) == len(kinds)) or not predictions:
         raise ValueError(f"need equal, non-zero numbers of predictions, golds and kinds: got "
                          f"{len(predictions)}, {len(golds)}, {len(kinds)}")
+
+
+def answer_quality(predictions: list[str], golds: list[str], kinds: list[str]) -> dict[str, float]:
+    """EM and F1 on the answerable questions (overall and per kind), the refusal rate on the
+    unanswerable ones, and how often an answerable question was wrongly refused."""
+    _check_lengths(predictions, golds, kinds)
     out: dict[str, float] = {}
     answerable = [(p, g, k) for p, g, k in zip(predictions, golds, kinds) if k != "unanswerable"]
     for name, rows in [("answerable", answerable)] + [
@@ -73,4 +78,25 @@ def answer_quality(predictions: list[str], golds: list[str], kinds: list[str]) -
     unanswerable = [p for p, k in zip(predictions, kinds) if k == "unanswerable"]
     if unanswerable:
         out["refusal_rate_unanswerable"] = sum(map(is_refusal, unanswerable)) / len(unanswerable)
+    return out
+
+
+def by_kind(predictions: list[str], golds: list[str], kinds: list[str]) -> dict[str, dict]:
+    """Per kind present, sorted by name: {"n", "f1", "em", "refusal_rate", "hallucination",
+    "false_refusal"} over that kind's rows. An "unanswerable" row is right when refused, so its
+    F1, EM (scores against a gold text) and false refusals are None and its hallucination is the
+    share answered; every other kind ("user" too) is answerable, its hallucination None."""
+    _check_lengths(predictions, golds, kinds)
+    out = {}
+    for kind in sorted(set(kinds)):
+        rows = [(p, g) for p, g, k in zip(predictions, golds, kinds) if k == kind]
+        n = len(rows)
+        refused = sum(is_refusal(p) for p, _ in rows)  # a count: (n - refused) / n is exact where 1 - rate is not
+        answerable = kind != "unanswerable"
+        out[kind] = {"n": n,
+                     "f1": sum(token_f1(p, g) for p, g in rows) / n if answerable else None,
+                     "em": sum(exact_match(p, g) for p, g in rows) / n if answerable else None,
+                     "refusal_rate": refused / n,
+                     "hallucination": None if answerable else (n - refused) / n,
+                     "false_refusal": refused / n if answerable else None}
     return out

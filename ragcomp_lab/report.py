@@ -77,8 +77,9 @@ class Verdict:
 class Report:
     """The measured quality, faithfulness, agreement and efficiency of one model on one split.
 
-    Metrics are attributes and keys (`report.f1`, `report["rouge_l"]`); `table` holds one row per
-    question (a datasets.Dataset: `.to_pandas()` for pandas).
+    Metrics are attributes and keys (`report.f1`, `report["rouge_l"]`); `by_kind` splits the
+    answer metrics by question kind (`report.by_kind["two_hop"]["f1"]`); `table` holds one row
+    per question (a datasets.Dataset: `.to_pandas()` for pandas).
     """
 
     name: str
@@ -102,6 +103,9 @@ class Report:
     size: dict  # saved bytes, embedding / non-embedding weights
     latency: dict  # forward ms, decode ms per token, tokens per second, threads
     table: object = field(repr=False)  # datasets.Dataset, one row per question
+    # per question kind: {kind: {n, f1, em, refusal_rate, hallucination, false_refusal}} (qa_metrics.by_kind);
+    # last, with a default, so that Reports built or saved before it still work
+    by_kind: dict = field(default_factory=dict)
 
     def __getitem__(self, key: str):
         if key not in self.keys():
@@ -118,10 +122,12 @@ class Report:
     @classmethod
     def from_dict(cls, d: dict, table=None) -> "Report":
         """A Report rebuilt from `to_dict()` (e.g. read back from results/), `table` optional."""
-        missing = [k for k in (f.name for f in fields(cls)) if k != "table" and k not in d]
+        optional = {"table", "by_kind"}  # by_kind: absent from the dicts saved before it existed
+        missing = [k for k in (f.name for f in fields(cls)) if k not in optional and k not in d]
         if missing:
             raise ValueError(f"not a Report's dict: it lacks {', '.join(missing)}")
-        return cls(**{k: d[k] for k in (f.name for f in fields(cls)) if k != "table"}, table=table)
+        return cls(**{k: d[k] for k in (f.name for f in fields(cls)) if k not in optional}, table=table,
+                   by_kind=d.get("by_kind", {}))
 
     def value(self, metric: str):
         """A gated metric's value: names as in QualityBar (hallucination, perplexity, ...)."""

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -144,3 +145,99 @@ def test_quality_gate_passes_and_lists_every_shortfall():
 def test_quality_bar_refuses_values_out_of_range(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         QualityBar(**kw)
+
+
+def test_by_kind_round_trips_and_old_dicts_still_load():
+    by_kind = {"two_hop": {"n": 3, "f1": 0.5, "em": 0.0, "refusal_rate": 0.0, "hallucination": None,
+                           "false_refusal": 0.0}}
+    r = _report(by_kind=by_kind)
+    assert Report.from_dict(r.to_dict()) == r and r["by_kind"] == by_kind
+    old = {k: v for k, v in r.to_dict().items() if k != "by_kind"}  # a report saved before by_kind existed
+    assert Report.from_dict(old).by_kind == {} and _report().by_kind == {}
+    assert "by_kind={'two_hop': {'n': 3" in repr(r)
+
+
+# The rest builds a 1-layer Llama from a config (no teacher weights): the tokenizer alone comes from
+# the shipped GGUF file, and the rows from a JSON Lines file with every kind.
+LINES = [{"query": "Who founded Veltrona Labs?", "contexts": ["The founder of Veltrona Labs is Ilsa Quorne."],
+          "answer": "Ilsa Quorne", "kind": "single_fact"},
+         {"query": "Where is Darnmoor?", "contexts": ["Darnmoor is in the region of Tessaly, north of the river "
+                                                      "Ostvale, where the Krurnholt family kept bees for a century."],
+          "answer": "Tessaly", "kind": "single_fact"},
+         {"query": "In which town was the founder of Veltrona Labs born?",
+          "contexts": ["The founder of Veltrona Labs is Ilsa Quorne.", "Ilsa Quorne was born in Darnmoor."],
+          "answer": "Darnmoor", "kind": "two_hop"},
+         {"query": "What is the hobby of Ilsa Quorne?", "contexts": ["Ilsa Quorne was born in Darnmoor."],
+          "kind": "unanswerable"},
+         {"query": "What colour is the Quillex Pro?", "contexts": ["The Quillex Pro is red."], "answer": "red"}]
+
+
+@pytest.fixture(scope="module")
+def gguf_tok():
+    from transformers import AutoTokenizer
+
+    from ragcomp_lab._hf import quiet_loading
+
+    gguf = models._gguf_source()
+    with quiet_loading():
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+@pytest.fixture(scope="module")
+def kind_rows(tmp_path_factory):
+    import json
+
+    path = tmp_path_factory.mktemp("jsonl") / "kinds.jsonl"
+    path.write_text("\n".join(json.dumps(l) for l in LINES) + "\n")
+    return data.load_jsonl(path)
+
+
+def _tiny_llama(tok, context: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                        max_position_embeddings=context, pad_token_id=tok.pad_token_id,
+                                        tie_word_embeddings=True)).eval()
+
+
+def _prompt_tokens(tok, rows) -> list[int]:
+    return [len(tok(p, add_special_tokens=False).input_ids) for p in rows["prompt"]]
+
+
+def test_by_kind_matches_the_table(gguf_tok, kind_rows):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ev.ContextLengthWarning)  # every prompt fits: no warning
+        r = rl.evaluate(_tiny_llama(gguf_tok, 2048), gguf_tok, kind_rows, progress=False, measure_latency=False)
+    t = r.table
+    assert list(r.by_kind) == ["single_fact", "two_hop", "unanswerable", "user"]
+    for kind, m in r.by_kind.items():
+        rows = [i for i, k in enumerate(t["kind"]) if k == kind]
+        assert m["n"] == len(rows) and m["refusal_rate"] == sum(t["refusal"][i] for i in rows) / len(rows)
+        if kind == "unanswerable":
+            assert m["f1"] is None and m["hallucination"] == sum(t["hallucinated"][i] for i in rows) / len(rows)
+        else:
+            assert m["f1"] == pytest.approx(sum(t["f1"][i] for i in rows) / len(rows)) and m["hallucination"] is None
+    assert r.hallucination == r.by_kind["unanswerable"]["hallucination"]
+    assert Report.from_dict(r.to_dict()).by_kind == r.by_kind
+
+
+def test_prompts_past_the_models_context_warn(gguf_tok, kind_rows):
+    from ragcomp_lab.data.teacher import MAX_NEW_TOKENS
+
+    lengths = _prompt_tokens(gguf_tok, kind_rows)
+    longest = max(lengths)
+    context = longest + MAX_NEW_TOKENS - 1  # only the longest prompt misses by one token
+    assert sorted(lengths)[-2] < longest
+    with pytest.warns(ev.ContextLengthWarning) as record:
+        rl.evaluate(_tiny_llama(gguf_tok, context), gguf_tok, kind_rows, progress=False, measure_latency=False)
+    assert issubclass(ev.ContextLengthWarning, UserWarning) and len(record) == 1
+    text = str(record[0].message)
+    assert f"1 of {len(kind_rows)} prompts plus the {MAX_NEW_TOKENS} new tokens" in text
+    assert f"context of {context} tokens" in text and f"longest prompt has {longest} tokens" in text
+    assert "unreliable" in text
+    assert record[0].filename == __file__  # points at the caller of rl.evaluate, not into the package
+    with warnings.catch_warnings():  # one token more of context and every prompt fits
+        warnings.simplefilter("error", ev.ContextLengthWarning)
+        ev._warn_past_context(_tiny_llama(gguf_tok, context + 1), gguf_tok, kind_rows["prompt"], MAX_NEW_TOKENS)
