@@ -12,6 +12,10 @@ names one side can retrieve the document of the other.
 
 Each entity states exactly one of its two optional attributes (a person's hobby or height, ...):
 asking for the other one is an unanswerable question whose passages still look relevant.
+
+This module writes the first test bed (version 1: one sentence per attribute, SENTENCES). The same
+world, with more groups after the first 40, is written with many wordings by `varied` (version 2,
+the default): groups 40-45 for the held-out wording, 46-51 of vehicles and museums for the new domain.
 """
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ from .names import NameMaker
 TYPES = ("town", "person", "company", "product")
 GROUP_SHAPE = {"town": 3, "person": 4, "company": 4, "product": 4}  # entities of each type in one group
 N_GROUPS = 40  # 40 groups x 15 entities = 600 documents
+NEW_WORDING_GROUPS = range(40, 46)  # the same four types, drawn after the first 40 groups
+DOMAIN_TYPES = ("vehicle", "museum")  # the new domain: vehicle i is exhibited at museum i of its group
+DOMAIN_SHAPE = 3
+NEW_DOMAIN_GROUPS = range(46, 52)
 
 # (type, attribute) -> the one sentence that states it; {article} is "a" or "an" before {value}
 SENTENCES = {
@@ -60,10 +68,16 @@ INTRO = {
 OPTIONAL = {
     "town": ("river", "elevation"), "person": ("hobby", "height"),
     "company": ("employees", "revenue"), "product": ("weight", "warranty"),
+    "vehicle": ("seats", "range"), "museum": ("visitors", "ticket_price"),
 }
 # attributes whose value is another entity of the knowledge base
 RELATIONS = {("person", "born_in"), ("person", "founded"), ("company", "based_in"),
-             ("company", "founder"), ("company", "product"), ("product", "maker")}
+             ("company", "founder"), ("company", "product"), ("product", "maker"),
+             ("vehicle", "exhibited_at"), ("museum", "exhibits")}
+# a relation stated from both sides: (type, attribute) -> the attribute of the other entity that states it back
+INVERSE = {("person", "founded"): "founder", ("company", "founder"): "founded",
+           ("company", "product"): "maker", ("product", "maker"): "product",
+           ("vehicle", "exhibited_at"): "exhibits", ("museum", "exhibits"): "exhibited_at"}
 
 _PROFESSIONS = ("engineer", "baker", "chemist", "architect", "teacher", "pilot", "farmer",
                 "painter", "lawyer", "doctor", "carpenter", "tailor", "astronomer", "economist")
@@ -72,6 +86,8 @@ _HOBBIES = ("chess", "painting", "sailing", "gardening", "archery", "pottery", "
 _CATEGORIES = ("kettle", "bicycle", "lamp", "umbrella", "camera", "blender", "backpack",
                "telescope", "guitar", "heater", "oven", "drone")
 _COLOURS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple", "silver", "grey")
+_FUELS = ("petrol", "diesel", "hydrogen", "electricity", "biogas", "natural gas", "ethanol")
+_HOURS = ("9 am to 5 pm", "10 am to 6 pm", "8 am to 4 pm", "11 am to 7 pm", "9 am to 9 pm", "10 am to 4 pm")
 
 
 @dataclass(frozen=True)
@@ -139,15 +155,42 @@ def _group(rng: random.Random, names: NameMaker, g: int, regions, rivers) -> lis
     return entities
 
 
+def _domain_group(rng: random.Random, names: NameMaker, g: int) -> list[Entity]:
+    """Vehicles and museums: entity kinds and attributes that no group of the four types has."""
+    vehicles = [names.vehicle() for _ in range(DOMAIN_SHAPE)]
+    museums = [names.museum() for _ in range(DOMAIN_SHAPE)]
+    facts = {}
+    for i, v in enumerate(vehicles):
+        facts[v] = [("top_speed", f"{rng.randrange(60, 320, 5)} kilometres per hour"), ("fuel", rng.choice(_FUELS)),
+                    ("seats", _plural(rng.randint(2, 9), "seat")), ("range", f"{rng.randrange(150, 1200, 10)} kilometres"),
+                    ("exhibited_at", museums[i])]
+    for i, m in enumerate(museums):
+        facts[m] = [("opening_hours", rng.choice(_HOURS)), ("curator", names.person()), ("city", names.town()),
+                    ("exhibits", vehicles[i]), ("visitors", str(rng.randrange(2000, 900_000, 100))),
+                    ("ticket_price", _plural(rng.randint(3, 40), "dollar"))]
+    entities = []
+    for etype, group_names in (("vehicle", vehicles), ("museum", museums)):
+        for i, name in enumerate(group_names):
+            dropped = rng.choice(OPTIONAL[etype])
+            kept = tuple((a, v) for a, v in facts[name] if a != dropped)
+            entities.append(Entity(name, etype, g, f"{etype}-{g:02d}-{i}", kept))
+    return entities
+
+
 def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r} is not allowed: the seed must be an integer")
     return seed
 
 
-def build_world(seed: int = 0) -> tuple[Entity, ...]:
-    """Every entity of the knowledge base for `seed`, group by group (immutable, cached)."""
-    return _world(check_seed(seed))
+def build_world(seed: int = 0, extra: bool = False) -> tuple[Entity, ...]:
+    """Every entity of the first 40 groups for `seed`, group by group (immutable, cached); with
+    `extra`, the held-out wording's and the new domain's groups after them.
+
+    The extra groups are drawn after the first 40 from the same random stream, so the first 40
+    are the same with or without them: the first test bed is unchanged."""
+    world = _world(check_seed(seed))
+    return world if extra else tuple(e for e in world if e.group < N_GROUPS)
 
 
 @functools.lru_cache(maxsize=8)
@@ -159,6 +202,10 @@ def _world(seed: int) -> tuple[Entity, ...]:
     world = []
     for g in range(N_GROUPS):
         world += _group(rng, names, g, regions, rivers)
+    for g in NEW_WORDING_GROUPS:
+        world += _group(rng, names, g, regions, rivers)
+    for g in NEW_DOMAIN_GROUPS:
+        world += _domain_group(rng, names, g)
     return tuple(world)
 
 

@@ -19,6 +19,9 @@ _COMPANY_KINDS = ("Labs", "Works", "Industries", "Systems", "Foods", "Motors", "
 _TOWN_ENDINGS = ("moor", "ford", "holt", "wick", "vale", "stead", "mere", "ton", "field", "by")
 _PRODUCT_ENDINGS = ("ex", "ix", "on", "a", "or", "ell", "ax", "io")
 _PRODUCT_MODELS = ("Pro", "Mini", "Max", "One", "Lite", "Plus", "Prime", "Go")
+_VEHICLE_ENDINGS = ("ar", "ion", "ent", "ada", "ust", "avo")
+_VEHICLE_KINDS = ("Roadster", "Cruiser", "Tourer", "Hauler", "Scout", "Coupe", "Rover", "Glider")
+_MUSEUM_ENDINGS = ("ham", "gate", "well", "bury", "cliffe", "worth")
 
 
 def _syllable(rng: random.Random) -> str:
@@ -58,6 +61,12 @@ class NameMaker:
 
     def product(self) -> str:
         return f"{self._fresh(1, _PRODUCT_ENDINGS)} {self.rng.choice(_PRODUCT_MODELS)}"
+
+    def vehicle(self) -> str:
+        return f"{self._fresh(1, _VEHICLE_ENDINGS)} {self.rng.choice(_VEHICLE_KINDS)}"
+
+    def museum(self) -> str:
+        return f"{self._fresh(1, _MUSEUM_ENDINGS)} Museum"
 
     def word(self) -> str:
         """A bare invented word: a region or a river."""
