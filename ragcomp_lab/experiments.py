@@ -66,9 +66,15 @@ class Bed:
         """The shipped teacher on the default test bed, its top-k cache kept under the user cache."""
         from .data import rag_splits, with_teacher_answers
 
+        from .data.splits import TESTBED
+        from .data.teacher import SHIPPED_TOPK
+
         teacher, tok = models.load_teacher()
         splits = rag_splits(seed=seed)
-        path = models.cache_dir() / "soft-targets" / f"train-answer-top{TOPK}.safetensors"
+        # seed 0's cache ships (make teacher-answers); another seed's is built once under the user cache,
+        # the test bed's version in its name: a cache of another version's train split would load silently
+        path = SHIPPED_TOPK if seed == 0 and TOPK == 32 else (
+            models.cache_dir() / "soft-targets" / f"seed{seed}-train-answer-top{TOPK}-testbed{TESTBED}.safetensors")
         return cls(teacher, tok, splits["train"], with_teacher_answers(splits["test"]), path,
                    models.cache_dir() / "experiment-runs")
 
@@ -240,6 +246,7 @@ EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": 
                "ptq_vs_qat": lambda bed: __import__("ragcomp_lab.experiments_quant", fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed),
                "pool_run": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_run"]).pool_run(bed),
                "pool_kd": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_kd"]).pool_kd(bed),
+               "teacher": lambda bed: __import__("ragcomp_lab.experiments_teacher", fromlist=["teacher_run"]).teacher_run(bed),
                "ptq_vs_qat_pool": lambda bed: __import__("ragcomp_lab.experiments_quant",
                                                          fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed, source="pool"),
                # writes after each of its hour-long runs and keeps those already written: it needs out_dir
@@ -277,11 +284,15 @@ def _write_atomic(path: Path, text: str) -> Path:
 
 
 def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: float | None = None) -> Path:
-    """results/<name>.json (everything) and results/<name>.csv (the rows' scalar columns), atomically."""
+    """results/<name>.json (everything) and results/<name>.csv (the rows' scalar columns), atomically.
+    The document records the version of the test bed it was measured on (`testbed`)."""
+    from .data.splits import TESTBED
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"experiment": name, "command": f"ragcomp-lab experiments {name}", "date": utc_now(),
-           "machine": machine(), "seconds": seconds, "base_config": BASE.to_dict(), "topk": TOPK, **info, "rows": rows}
+           "machine": machine(), "seconds": seconds, "testbed": TESTBED, "base_config": BASE.to_dict(), "topk": TOPK,
+           **info, "rows": rows}
     path = _write_atomic(out_dir / f"{name}.json", json.dumps(doc, indent=1) + "\n")
     # the table holds the scalar columns; answers, curves and configs stay in the JSON
     columns = list(dict.fromkeys(k for r in rows for k, v in r.items()
@@ -295,14 +306,26 @@ def write(name: str, rows: list[dict], info: dict, out_dir=RESULTS, seconds: flo
 
 
 def read(name: str, out_dir=RESULTS) -> dict:
-    """The document an experiment wrote: its rows, config, machine, date and command."""
+    """The document an experiment wrote: its rows, config, machine, date, command and `testbed`,
+    the version of the test bed its questions came from (1 for a file written before it was recorded)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"no experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
     path = Path(out_dir) / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no {path.name} among the results: run `ragcomp-lab experiments {name}` "
                                 f"(or make experiments)")
-    return json.loads(path.read_text())
+    return {"testbed": 1} | json.loads(path.read_text())
+
+
+def testbed_note(doc: dict) -> str | None:
+    """A sentence for a reader when `doc` was measured on another test bed than today's, else None."""
+    from .data.splits import TESTBED
+
+    if doc.get("testbed", 1) == TESTBED:
+        return None
+    return (f"Measured on test bed {doc.get('testbed', 1)} (one wording per fact, no held-out wording or domain), "
+            f"not on today's test bed {TESTBED}: its questions are rag_splits(testbed={doc.get('testbed', 1)}), and "
+            f"`{doc['command']}` measures it again on the current one.")
 
 
 def spread(values: list) -> tuple[float, float]:

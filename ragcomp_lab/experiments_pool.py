@@ -144,7 +144,9 @@ def pool_kd(bed: ex.Bed, cfg=KD_CONFIG, pool=None, probe_rows=None, keep=None) -
 def _finished_runs(out_dir, pool_rows: int) -> tuple[dict | None, dict]:
     """(teacher row, {(seed, arm): row}) of the runs already written with this student and pool size:
     results/pool_seeds.json's, and seed 0 of pool_run's and pool_kd's files (their rows, with the
-    config they ran)."""
+    config they ran), measured on today's test bed."""
+    from .data.splits import TESTBED
+
     teacher, done = None, {}
     if out_dir is None:
         return teacher, done
@@ -153,8 +155,9 @@ def _finished_runs(out_dir, pool_rows: int) -> tuple[dict | None, dict]:
         if not path.is_file():
             continue
         doc = json.loads(path.read_text())
-        if doc.get("pool_rows") != pool_rows or doc.get("student_layers") != ex.LAYERS[ex.STUDENT]:
-            continue  # another pool or another student: not the same runs
+        if (doc.get("pool_rows") != pool_rows or doc.get("student_layers") != ex.LAYERS[ex.STUDENT]
+                or doc.get("testbed", 1) != TESTBED):
+            continue  # another pool, another student or another test bed: not the same runs
         teacher = doc["rows"][0]
         for r in doc["rows"][1:]:
             if arm is not None:  # a single-run file: its config is the document's

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+import ragcomp_lab as rl
 from ragcomp_lab import bench_models, experiments, models
 from ragcomp_lab.config import DistillConfig
 
@@ -71,6 +72,20 @@ def test_write_and_read_keep_config_machine_and_rows(tmp_path, bed, small):
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["a", "b"] and "answers" not in table[0] and table[1]["seed"] == "3"
     assert not list(tmp_path.glob("*.tmp")) and json.loads(path.read_text())["seconds"] == 1.5
+
+
+def test_results_record_the_test_bed_and_older_ones_are_named_as_such(tmp_path):
+    experiments.write("sweep", [{"model": "a"}], {}, tmp_path)
+    doc = experiments.read("sweep", tmp_path)
+    assert doc["testbed"] == rl.data.TESTBED and experiments.testbed_note(doc) is None
+    old = {k: v for k, v in doc.items() if k != "testbed"}  # written before the version was recorded
+    (tmp_path / "sweep.json").write_text(json.dumps(old))
+    doc = experiments.read("sweep", tmp_path)
+    assert doc["testbed"] == 1
+    note = experiments.testbed_note(doc)
+    assert "test bed 1" in note and "rag_splits(testbed=1)" in note and "ragcomp-lab experiments sweep" in note
+    for path in sorted(experiments.RESULTS.glob("*.json")):  # every committed file says which bed it measured
+        assert json.loads(path.read_text()).get("testbed") in (1, 2), path.name
 
 
 def test_unknown_or_missing_experiments_are_named(tmp_path):
