@@ -68,11 +68,13 @@ def build_teacher_checkpoint(dest: Path | None = None) -> Path:
     return dest
 
 
-def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32, adapter: bool = True):
+def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
+                 adapter: bool | str | os.PathLike = True):
     """(model, tokenizer) in eval mode: the default teacher, or the checkpoint at a local `path`.
 
     The default teacher is SmolLM2-135M-Instruct with the shipped LoRA adapter merged into its
-    weights (see `teacher_adapter`): a plain LlamaForCausalLM. `adapter=False` gives the base model.
+    weights (see `teacher_adapter`): a plain LlamaForCausalLM. `adapter=False` gives the base model;
+    a folder (e.g. teacher_adapter.FIRST_ADAPTER_DIR) merges that LoRA adapter instead.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -89,20 +91,21 @@ def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = tor
     with quiet_loading():
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False, dtype=dtype)
-        if default and adapter:
-            model = _merge_adapter(model)
+        if default and adapter is not False:
+            model = _merge_adapter(model, None if adapter is True else Path(adapter))
     return model.eval(), tok
 
 
-def _merge_adapter(model):
+def _merge_adapter(model, folder: Path | None = None):
     from peft import PeftModel
 
     from .teacher_adapter import ADAPTER_DIR
 
-    if not (ADAPTER_DIR / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"the teacher's LoRA adapter is missing from {ADAPTER_DIR}: rebuild it with "
-                                f"`python -m ragcomp_lab.teacher_adapter`, or pass adapter=False for the base model")
-    merged = PeftModel.from_pretrained(model, ADAPTER_DIR, is_trainable=False).merge_and_unload()
+    folder = folder or ADAPTER_DIR
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no LoRA adapter in {folder} (no adapter_config.json): the shipped one is rebuilt "
+                                f"with `python -m ragcomp_lab.teacher_adapter`; adapter=False gives the base model")
+    merged = PeftModel.from_pretrained(model, folder, is_trainable=False).merge_and_unload()
     return merged.to(next(model.parameters()).dtype)
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import ragcomp_lab as rl
 from ragcomp_lab import models
 
 
@@ -105,9 +106,14 @@ def test_default_teacher_merges_the_shipped_adapter(teacher_and_tok, monkeypatch
     assert type(base) is type(teacher) and models.param_counts(base) == models.param_counts(teacher)
     assert not torch.equal(base.model.layers[0].self_attn.q_proj.weight, teacher.model.layers[0].self_attn.q_proj.weight)
     torch.testing.assert_close(base.model.embed_tokens.weight, teacher.model.embed_tokens.weight)  # LoRA leaves it
-    meta = json.loads((teacher_adapter.ADAPTER_DIR / "training.json").read_text())
-    assert meta["command"] == "python -m ragcomp_lab.teacher_adapter" and meta["train_rows"] == 600
-    assert (teacher_adapter.ADAPTER_DIR / "adapter_model.safetensors").stat().st_size < 8_000_000
+    meta = json.loads((teacher_adapter.ADAPTER_DIR / "training.json").read_text())  # how it was trained ships too
+    assert meta["command"] == "python -m ragcomp_lab.teacher_adapter" and meta["recipe"] == teacher_adapter.RECIPE
+    assert meta["train_rows"] == len(teacher_adapter.training_rows()) and meta["testbed"] == rl.data.TESTBED
+    assert len(meta["losses"]) == meta["steps"] and meta["losses"][-1] < meta["losses"][0] / 10
+    for folder in (teacher_adapter.ADAPTER_DIR, teacher_adapter.FIRST_ADAPTER_DIR):
+        assert (folder / "adapter_model.safetensors").stat().st_size < 12_000_000
+    with pytest.raises(FileNotFoundError, match=f"no LoRA adapter in {tmp_path}"):
+        models.load_teacher(adapter=tmp_path)
     monkeypatch.setattr(teacher_adapter, "ADAPTER_DIR", tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="python -m ragcomp_lab.teacher_adapter"):
         models.load_teacher()
