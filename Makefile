@@ -54,9 +54,9 @@ notebooks: setup
 	$(PY) tools/execute_notebooks.py $(NOTEBOOKS)
 
 # The shipped teacher data, rebuilt from scratch (each command writes atomically; minutes on 2 cores):
-teacher-adapter: setup   # the LoRA adapter that teaches SmolLM2 the test bed's answer format (~15 min)
+teacher-adapter: setup   # the LoRA adapter that teaches SmolLM2 the answer format on the train wordings (~30 min)
 	$(PY) -m ragcomp_lab.teacher_adapter
-teacher-answers: setup   # the teacher's answers to every test-bed question (~15 min)
+teacher-answers: setup   # the teacher's answers to all 1,080 questions, and the train split's top-32 cache
 	$(PY) -m ragcomp_lab.data.teacher
 
 clean:

@@ -180,12 +180,12 @@ def recall_curves(recalls: dict) -> go.Figure:
     return fig
 
 
-def quality_bars(table: dict, metrics=None) -> go.Figure:
+def quality_bars(table: dict, metrics=None, title: str = "Answer quality on the validation split (%)") -> go.Figure:
     """table: model name -> {metric: value in [0, 1]}; grouped bars, one group per metric."""
     metrics = list(metrics or next(iter(table.values())))
     fig = go.Figure([go.Bar(name=name, x=metrics, y=[100 * row.get(m, float("nan")) for m in metrics],
                             text=[f"{100 * row.get(m, float('nan')):.0f}" for m in metrics]) for name, row in table.items()])
-    fig.update_layout(barmode="group", title="Answer quality on the validation split (%)", yaxis=dict(range=[0, 105]),
+    fig.update_layout(barmode="group", title=title, yaxis=dict(range=[0, 105]),
                       height=400, margin=dict(t=60, b=40))
     return fig
 

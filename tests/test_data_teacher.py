@@ -29,6 +29,20 @@ def test_shipped_teacher_answers_cover_every_row_and_regenerate_exactly(teacher_
     assert again == [answers[i] for i in first["id"]]
 
 
+def test_the_shipped_top32_cache_is_the_teachers_on_the_train_split(teacher_and_tok):
+    teacher, tok = teacher_and_tok
+    meta = td.topk_meta()
+    train = data.rag_splits(seed=meta["seed"])["train"]
+    assert meta["testbed"] == data.TESTBED and meta["split"] == "train" and meta["k"] == 32 and meta["seconds"] > 0
+    assert td.read_answers()[0]["testbed"] == data.TESTBED and td.read_answers()[0]["seconds"] > 0
+    rows = td.load_topk(td.SHIPPED_TOPK)
+    assert len(rows) == len(train)
+    again = td.topk_logprobs(teacher, tok, train["prompt"][:2], train["answer"][:2], k=32)
+    for a, b in zip(again, rows[:2]):
+        assert torch.equal(a["targets"], b["targets"])
+        torch.testing.assert_close(a["logprobs"], b["logprobs"], rtol=1e-4, atol=1e-4)
+
+
 def test_topk_logprobs_are_the_teachers_distribution(teacher_and_tok):
     teacher, tok = teacher_and_tok
     prompt, answer = "Context: Darnmoor is a town.\nQuestion: Which town?\nAnswer:", "Darnmoor"

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .encode import IGNORE, collate, encode_pair
 
 SHIPPED = Path(__file__).with_name("teacher_answers.jsonl")
+SHIPPED_TOPK = Path(__file__).with_name("teacher_top32.safetensors")  # the train split's gold answers, top-32
 MAX_NEW_TOKENS = 32
 
 
@@ -92,8 +93,9 @@ def topk_logprobs(teacher, tok, prompts: list[str], answers: list[str], k: int =
     return out
 
 
-def save_topk(path, rows: list[dict[str, torch.Tensor]]) -> Path:
-    """Write topk_logprobs rows as one safetensors file (concatenated, with row offsets), atomically."""
+def save_topk(path, rows: list[dict[str, torch.Tensor]], meta: dict | None = None) -> Path:
+    """Write topk_logprobs rows as one safetensors file (concatenated, with row offsets), atomically;
+    `meta` (how it was made) goes into the file's header as JSON."""
     from safetensors.torch import save_file
 
     if not rows:
@@ -103,9 +105,17 @@ def save_topk(path, rows: list[dict[str, torch.Tensor]]) -> Path:
     tensors["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, tmp)
+    save_file(tensors, tmp, metadata=None if meta is None else {"meta": json.dumps(meta)})
     os.replace(tmp, path)
     return path
+
+
+def topk_meta(path=SHIPPED_TOPK) -> dict:
+    """The `meta` that save_topk wrote into a cache's header ({} for none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("meta", "{}"))
 
 
 def load_topk(path) -> list[dict[str, torch.Tensor]]:
@@ -145,22 +155,34 @@ def soft_targets(teacher, tok, split, column: str = "teacher_answer", k: int = 3
     return rows
 
 
-def regenerate_shipped(path=SHIPPED, seed: int = 0, batch_size: int = 8, progress: bool = True) -> Path:
-    """Generate the default test bed's teacher answers (every split) and write the shipped file."""
+def regenerate_shipped(path=SHIPPED, topk_path=SHIPPED_TOPK, seed: int = 0, batch_size: int = 8,
+                       progress: bool = True) -> tuple[Path, Path]:
+    """Generate the default test bed's teacher answers (every split) and the top-32 cache of the
+    train split's gold answers, and write the shipped files, each with how long it took."""
+    import time
+
     from .. import models
-    from .splits import rag_splits
+    from .splits import TESTBED, rag_splits
 
     teacher, tok = models.load_teacher()
     splits = rag_splits(seed=seed)
-    order = ["validation", "test", "train"]
+    order = ["validation", "test", "test_new_wording", "test_new_domain", "train"]
     ids, answers = [], []
+    began = time.perf_counter()
     for name in order:
         ids += splits[name]["id"]
         answers += teacher_answers(teacher, tok, splits[name], batch_size=batch_size, progress=progress)
-    meta = {"seed": seed, "batch_size": batch_size, "order": order, "max_new_tokens": MAX_NEW_TOKENS,
-            "teacher": "SmolLM2-135M-Instruct + ragcomp_lab/adapters/teacher-rag-lora (merged)",
-            "decoding": "greedy", "torch": torch.__version__, "command": "python -m ragcomp_lab.data.teacher"}
-    return write_answers(path, ids, answers, meta)
+    common = {"seed": seed, "testbed": TESTBED, "batch_size": batch_size,
+              "teacher": "SmolLM2-135M-Instruct + ragcomp_lab/adapters/teacher-rag-lora (merged)",
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "command": "make teacher-answers"}
+    meta = {**common, "order": order, "max_new_tokens": MAX_NEW_TOKENS, "decoding": "greedy",
+            "seconds": round(time.perf_counter() - began)}
+    write_answers(path, ids, answers, meta)
+    began = time.perf_counter()
+    rows = topk_logprobs(teacher, tok, splits["train"]["prompt"], splits["train"]["answer"], k=32, batch_size=batch_size)
+    save_topk(topk_path, rows, {**common, "split": "train", "column": "answer", "k": 32,
+                                "seconds": round(time.perf_counter() - began)})
+    return Path(path), Path(topk_path)
 
 
 if __name__ == "__main__":
