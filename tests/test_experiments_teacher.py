@@ -45,6 +45,6 @@ def test_the_committed_results_hold_a_dict_per_split_and_the_three_models():
     # the shipped teacher's numbers are its shipped answers, scored again here
     splits = rl.data.rag_splits(seed=0)
     for split in et.SPLITS:
-        answers = rl.data.with_teacher_answers(splits[split])["teacher_answer"]
+        answers = list(rl.data.with_teacher_answers(splits[split])["teacher_answer"])
         assert et.split_metrics(answers, splits[split]) == pytest.approx(doc[split]), split
         assert json.dumps(doc["answers"]["teacher"][split]) == json.dumps(answers)
