@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .qa_metrics import answer_quality, is_refusal
+from .qa_metrics import answer_quality, by_kind
 
 SPLITS = ("train", "validation", "test", "test_new_wording", "test_new_domain")
 COMPARED = ("test_new_wording", "test_new_domain")  # where the base model and the first adapter answer too
@@ -27,13 +27,12 @@ def split_metrics(answers: list[str], rows) -> dict:
     hallucination (unanswerable questions answered), with the counts they are shares of."""
     kinds = list(rows["kind"])
     q = answer_quality(answers, list(rows["answer"]), kinds)
-    answerable = [a for a, k in zip(answers, kinds) if k != "unanswerable"]
-    unanswerable = [a for a, k in zip(answers, kinds) if k == "unanswerable"]
-    return {"n": len(kinds), "n_answerable": len(answerable), "n_unanswerable": len(unanswerable),
+    unanswerable = by_kind(answers, list(rows["answer"]), kinds).get("unanswerable", {})
+    n_unanswerable = unanswerable.get("n", 0)
+    return {"n": len(kinds), "n_answerable": len(kinds) - n_unanswerable, "n_unanswerable": n_unanswerable,
             "f1": q.get("f1_answerable"), "em": q.get("em_answerable"),
             "f1_single_fact": q.get("f1_single_fact"), "f1_two_hop": q.get("f1_two_hop"),
-            "false_refusal": sum(map(is_refusal, answerable)) / len(answerable) if answerable else None,
-            "hallucination": sum(not is_refusal(a) for a in unanswerable) / len(unanswerable) if unanswerable else None}
+            "false_refusal": q.get("false_refusal_rate"), "hallucination": unanswerable.get("hallucination")}
 
 
 def meets_bar(metrics: dict) -> dict[str, bool]:

@@ -146,10 +146,16 @@ def _group(rng: random.Random, names: NameMaker, g: int, regions, rivers) -> lis
                     ("price", _plural(rng.randint(5, 900), "dollar")), ("colour", rng.choice(_COLOURS)),
                     ("weight", _plural(rng.randint(1, 40), "kilogram")),
                     ("warranty", _plural(rng.randint(1, 5), "year"))]
+    return _entities(rng, g, facts, (("town", towns), ("person", people), ("company", companies),
+                                      ("product", products)))
+
+
+def _entities(rng: random.Random, g: int, facts: dict, typed_names) -> list[Entity]:
+    """Group g's entities, each without one optional attribute (drawn here, so it never states it)."""
     entities = []
-    for etype, group_names in (("town", towns), ("person", people), ("company", companies), ("product", products)):
+    for etype, group_names in typed_names:
         for i, name in enumerate(group_names):
-            dropped = rng.choice(OPTIONAL[etype])  # the optional attribute this entity never states
+            dropped = rng.choice(OPTIONAL[etype])
             kept = tuple((a, v) for a, v in facts[name] if a != dropped)
             entities.append(Entity(name, etype, g, f"{etype}-{g:02d}-{i}", kept))
     return entities
@@ -168,13 +174,7 @@ def _domain_group(rng: random.Random, names: NameMaker, g: int) -> list[Entity]:
         facts[m] = [("opening_hours", rng.choice(_HOURS)), ("curator", names.person()), ("city", names.town()),
                     ("exhibits", vehicles[i]), ("visitors", str(rng.randrange(2000, 900_000, 100))),
                     ("ticket_price", _plural(rng.randint(3, 40), "dollar"))]
-    entities = []
-    for etype, group_names in (("vehicle", vehicles), ("museum", museums)):
-        for i, name in enumerate(group_names):
-            dropped = rng.choice(OPTIONAL[etype])
-            kept = tuple((a, v) for a, v in facts[name] if a != dropped)
-            entities.append(Entity(name, etype, g, f"{etype}-{g:02d}-{i}", kept))
-    return entities
+    return _entities(rng, g, facts, (("vehicle", vehicles), ("museum", museums)))
 
 
 def check_seed(seed) -> int:
