@@ -66,7 +66,9 @@ def answer_loss(model, batch) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels[labels != IGNORE])
 
 
-def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True) -> dict:
+def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: dict | None = None) -> dict:
+    """Train the adapter with `recipe` (default RECIPE; another one for an attempt written elsewhere)
+    and write it with its training.json into out_dir atomically."""
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
@@ -74,7 +76,7 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True) -> dict:
     from .data.encode import collate, encode_pair
     from .data.splits import TESTBED
 
-    r = RECIPE
+    r = RECIPE if recipe is None else {**RECIPE, **recipe}
     torch.manual_seed(r["seed"])
     teacher, tok = models.load_teacher(adapter=False)
     train = training_rows(r)
