@@ -129,7 +129,13 @@ def answer_logits(model, batch, hidden_states: bool = False):
     keep = batch["labels"][:, 1:] != IGNORE  # (B, L-1): position t predicts token t + 1
     out = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               output_hidden_states=hidden_states)
-    return model.get_output_embeddings()(out.last_hidden_state[:, :-1][keep]), out
+    head, hidden = model.get_output_embeddings(), out.last_hidden_state[:, :-1][keep]
+    if hasattr(head, "set_prompt"):  # a per-prompt head: the prompt's tokens only, as in generation
+        prompt = batch["attention_mask"].bool() & (batch["labels"] == IGNORE)
+        head.set_prompt(model.get_input_embeddings(), batch["input_ids"], prompt)
+        rows = torch.arange(len(keep))[:, None].expand_as(keep)[keep]
+        return head(hidden, rows=rows), out
+    return head(hidden), out
 
 
 def _topk_batch(rows: list[dict], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -179,6 +179,7 @@ def param_counts(model) -> dict[str, int]:
     embedding = emb.num_embeddings * emb.embedding_dim
     emb_w = getattr(emb, "weight", None)
     tied = head is not None and (getattr(emb, "head", None) is head  # a QuantEmbedding reads the head's codes
+                                 or getattr(head, "reads_input_embedding", False)  # heads.PromptHead
                                  or (emb_w is not None and getattr(head, "weight", None) is not None
                                      and not callable(head.weight) and head.weight.data_ptr() == emb_w.data_ptr()))
     if head is not None and not tied:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._hf import quiet_loading
+from .. import heads
 from ..checkpoint import unique_tensors
 from ..config import QuantConfig
 from . import api
@@ -138,6 +139,7 @@ def load(path) -> nn.Module:
         config = AutoConfig.for_model(hf.pop("model_type"), **hf)
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, meta["dtype"]))
     tensors = load_file(path / WEIGHTS)
+    heads.rebuild_head(model)  # a trimmed head first: quantized modules may sit inside it
     _rebuild(model, meta["modules"])
     ao = [n for n, s in meta["modules"].items() if s["kind"] == "DynamicLinear"]
     ao_tensors = {k: tensors.pop(k) for k in [k for k in tensors if _under(k, ao)]}
