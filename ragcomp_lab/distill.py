@@ -34,13 +34,17 @@ class History:
     losses: list = field(default_factory=list)  # one dict per step: step, total, hard, soft (+ feature, relation), lr
     config: dict = field(default_factory=dict)
     seconds: float = 0.0  # wall time of this process's steps (a resumed run counts its own)
+    stopped_at: int | None = None  # the step a callback stopped the run at (early stopping), else None
 
     def curve(self, name: str) -> list[float]:
         return [r[name] for r in self.losses]
 
 
 class Callback:
-    """Hooks into a run; override what you need."""
+    """Hooks into a run; override what you need. A callback that sets `stop = True` ends the run
+    after the current step (checkpointed there), or before the first step of a resumed one."""
+
+    stop = False
 
     def on_step(self, record: dict, history: History) -> None: ...
 
@@ -221,6 +225,9 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
     began = time.perf_counter()
     try:
         for step in tqdm(range(start, cfg.steps), desc="distill", disable=not progress, initial=start, total=cfg.steps):
+            if any(cb.stop for cb in callbacks):
+                history.stopped_at = step
+                break
             lr = _lr(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -238,11 +245,18 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
             opt.zero_grad(set_to_none=True)
             record = {"step": step + 1, **sums, "lr": lr}
             history.losses.append(record)
-            if checkpoint_dir is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            due = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps
+            if checkpoint_dir is not None and due:
                 checkpoint.save(checkpoint_dir, trainable, opt, step + 1,
                                 {"config": cfg.to_dict(), "losses": history.losses})
             for cb in callbacks:
                 cb.on_step(record, history)
+            if any(cb.stop for cb in callbacks):
+                if checkpoint_dir is not None and not due:  # resume from where it stopped
+                    checkpoint.save(checkpoint_dir, trainable, opt, step + 1,
+                                    {"config": cfg.to_dict(), "losses": history.losses})
+                history.stopped_at = step + 1
+                break
     finally:
         student.eval()
     history.seconds = time.perf_counter() - began

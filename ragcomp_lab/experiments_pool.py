@@ -69,11 +69,27 @@ def pool_soft_targets(bed: ex.Bed, pool):
 
 class ValidationProbe(Callback):
     """Answer F1 of the student on `rows` every `every` steps, appended to a JSON file (so a resumed
-    run keeps the points it already measured)."""
+    run keeps the points it already measured).
 
-    def __init__(self, student, tok, rows, every: int, path: Path | None):
+    With `patience`, the run stops once that many probes in a row brought no better F1 (early
+    stopping); with `best_dir`, the student is saved there (rl.save) at each new best F1, so the
+    run's best student survives the steps after it."""
+
+    def __init__(self, student, tok, rows, every: int, path: Path | None, patience: int | None = None,
+                 best_dir: Path | None = None):
         self.student, self.tok, self.rows, self.every, self.path = student, tok, rows, every, path
+        self.patience, self.best_dir = patience, best_dir
         self.points = json.loads(path.read_text()) if path is not None and path.is_file() else []
+        self.stop = self._stale() >= patience if patience else False
+
+    def best(self) -> dict | None:
+        """The probe point with the highest F1 (the earliest among equals), or None before the first."""
+        return max(self.points, key=lambda p: (p["f1"], -p["step"])) if self.points else None
+
+    def _stale(self) -> int:
+        """Probes since the best one."""
+        best = self.best()
+        return 0 if best is None else sum(p["step"] > best["step"] for p in self.points)
 
     def on_step(self, record, history):
         if record["step"] % self.every and record["step"] != history.config["steps"]:
@@ -85,8 +101,14 @@ class ValidationProbe(Callback):
         m = ex.answer_metrics(answers, self.rows)
         self.points.append({"step": record["step"], "hard": record["hard"], "f1": m["f1"],
                             "f1_single_fact": m["f1_single_fact"], "f1_two_hop": m["f1_two_hop"]})
+        if self.best_dir is not None and self.best()["step"] == record["step"]:
+            from .quant.serialize import save
+
+            save(self.student, self.best_dir)  # atomic: an interrupted save leaves the previous best
         if self.path is not None:
             ex._write_atomic(self.path, json.dumps(self.points))
+        if self.patience:
+            self.stop = self._stale() >= self.patience
 
 
 def trained_student(bed: ex.Bed, cfg=CONFIG, pool=None, probe_rows=None):

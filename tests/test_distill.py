@@ -73,6 +73,34 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(setup, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]  # no temporary folder left behind
 
 
+class _StopAt(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step(self, record, history):
+        self.stop = record["step"] >= self.at
+
+
+def test_a_callback_stops_the_run_early_and_a_resume_goes_on_from_there(setup, tmp_path):
+    teacher, tok, rows = setup
+    cfg = _cfg(steps=6, checkpoint_every=4, warmup_steps=2)
+    whole = _student(setup)
+    distill(teacher, whole, rows, cfg, tok=tok, progress=False)
+    stopped = _student(setup)
+    hist = distill(teacher, stopped, rows, cfg, callbacks=[_StopAt(3)], checkpoint_dir=tmp_path, tok=tok, progress=False)
+    assert hist.stopped_at == 3 and [r["step"] for r in hist.losses] == [1, 2, 3]
+    already = _StopAt(3)
+    already.stop = True  # a callback that is still stopped: the resumed run takes no step
+    again = distill(teacher, _student(setup), rows, cfg, callbacks=[already], checkpoint_dir=tmp_path, resume=True,
+                    tok=tok, progress=False)
+    assert again.stopped_at == 3 and len(again.losses) == 3
+    resumed = _student(setup)
+    hist = distill(teacher, resumed, rows, cfg, checkpoint_dir=tmp_path, resume=True, tok=tok, progress=False)
+    assert [r["step"] for r in hist.losses] == [1, 2, 3, 4, 5, 6] and hist.stopped_at is None
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_resume_refuses_another_config_or_no_checkpoint(setup, tmp_path):
     teacher, tok, rows = setup
     distill(teacher, _student(setup), rows, _cfg(steps=2), checkpoint_dir=tmp_path, tok=tok, progress=False)

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 import ragcomp_lab as rl
 from ragcomp_lab import experiments, experiments_pool
@@ -162,3 +163,37 @@ def test_pool_seeds_does_not_take_runs_of_another_pool(make_bed, tmp_path, monke
     monkeypatch.setattr(experiments_pool, "pool_run", spy)
     rows, _ = experiments_pool.pool_seeds(bed, (0,), {"no teacher": hard}, bed.train.select(range(2)), bed.test, out)
     assert trained == [0]  # pool_run.json holds a run on 4 questions; this pool has 2
+
+
+def test_the_probe_stops_after_patience_probes_without_a_better_f1_and_keeps_the_best(make_bed, tmp_path):
+    import json
+
+    from ragcomp_lab import models
+    from ragcomp_lab.distill import Callback, distill
+
+    bed = make_bed(8, 3)
+    rows = rl.data.rag_splits(seed=0)["validation"].select(range(2))
+    curve = tmp_path / "curve.json"
+    curve.write_text(json.dumps([{"step": 2, "f1": 0.5}, {"step": 4, "f1": 0.25}, {"step": 6, "f1": 0.5}]))
+    probe = experiments_pool.ValidationProbe(None, bed.tok, rows, 2, curve, patience=2)
+    assert probe.best()["step"] == 2 and probe.stop  # two probes since the best, the tie included
+    assert not experiments_pool.ValidationProbe(None, bed.tok, rows, 2, curve, patience=3).stop
+
+    student = models.make_student(bed.teacher, keep_layers=[1])
+    probe = experiments_pool.ValidationProbe(student, bed.tok, rows, 1, tmp_path / "fresh.json", patience=1,
+                                             best_dir=tmp_path / "best")
+    states = {}
+
+    class Keep(Callback):  # the student's weights after each step, to compare with what the probe saved
+        def on_step(self, record, history):
+            states[record["step"]] = {k: v.clone() for k, v in student.state_dict().items()}
+
+    cfg = DistillConfig(T=1.0, alpha=1.0, steps=20, batch_size=2, lr=1e-3)
+    history = distill(None, student, bed.train, cfg, [probe, Keep()], tok=bed.tok, progress=False)
+    # a 1-layer stand-in never answers right: F1 stays 0, so the first probe stays the best and the second stops
+    assert [p["step"] for p in probe.points] == [1, 2] and probe.best()["step"] == 1
+    assert history.stopped_at == 2 and len(history.losses) == 2
+    saved = rl.load(tmp_path / "best").state_dict()
+    for k, v in states[1].items():  # the best student is the one of step 1, not the last one
+        assert torch.equal(saved[k], v), k
+    assert any(not torch.equal(states[2][k], v) for k, v in states[1].items())
