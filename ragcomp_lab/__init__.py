@@ -1,5 +1,5 @@
 """ragcomp-lab: distill and quantize the generator of a RAG system, and measure what it costs."""
-from . import data, diagram, digits, models, qa_metrics, quant
+from . import data, diagram, digits, heads, layer_choice, models, qa_metrics, quant
 from .config import DistillConfig, QuantConfig
 from .distill import Callback, History, distill
 from .compress import Compressed, compress, ship
@@ -17,5 +17,5 @@ __all__ = [
     "softmax_t", "log_softmax_t", "entropy",
     "kd_kl", "topk_kd_kl", "distillation_loss", "feature_loss", "feature_projection", "relation_loss",
     "quantize", "save", "load", "QuantLinear", "evaluate", "Report", "QualityBar", "QualityBarError", "compress", "Compressed", "ship",
-    "quant", "diagram", "digits", "data", "models", "qa_metrics",
+    "quant", "diagram", "digits", "data", "heads", "layer_choice", "models", "qa_metrics",
 ]

@@ -225,7 +225,7 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
     began = time.perf_counter()
     try:
         for step in tqdm(range(start, cfg.steps), desc="distill", disable=not progress, initial=start, total=cfg.steps):
-            if any(cb.stop for cb in callbacks):
+            if any(getattr(cb, "stop", False) for cb in callbacks):  # a duck-typed callback has none
                 history.stopped_at = step
                 break
             lr = _lr(cfg, step)
@@ -251,7 +251,7 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
                                 {"config": cfg.to_dict(), "losses": history.losses})
             for cb in callbacks:
                 cb.on_step(record, history)
-            if any(cb.stop for cb in callbacks):
+            if any(getattr(cb, "stop", False) for cb in callbacks):  # a duck-typed callback has none
                 if checkpoint_dir is not None and not due:  # resume from where it stopped
                     checkpoint.save(checkpoint_dir, trainable, opt, step + 1,
                                     {"config": cfg.to_dict(), "losses": history.losses})
