@@ -15,6 +15,7 @@ The first adapter, trained on the first test bed's one wording, ships beside it
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 ADAPTER_DIR = Path(__file__).with_name("adapters") / "teacher-rag-lora"
 FIRST_ADAPTER_DIR = ADAPTER_DIR.with_name("teacher-rag-lora-v1")  # trained on test bed 1 (one wording)
+CHECKPOINT_EVERY = 25  # steps; a checkpoint is the LoRA weights and the optimizer, a few tens of MB
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # extra_rows: rows of the train splits of the test beds of extra_seeds (other entities, the same wordings),
 # a third of them unanswerable (a quarter in a split): the first adapter on this test bed answered most
@@ -66,13 +68,16 @@ def answer_loss(model, batch) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels[labels != IGNORE])
 
 
-def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: dict | None = None) -> dict:
+def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: dict | None = None,
+                  checkpoint_dir: Path | None = None) -> dict:
     """Train the adapter with `recipe` (default RECIPE; another one for an attempt written elsewhere)
-    and write it with its training.json into out_dir atomically."""
+    and write it with its training.json into out_dir atomically. With `checkpoint_dir`, the LoRA
+    weights and the optimizer are saved there every CHECKPOINT_EVERY steps, and a run started
+    again with the same recipe resumes from them (an hour-long run can span sittings)."""
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
-    from . import models
+    from . import checkpoint, models
     from .data.encode import collate, encode_pair
     from .data.splits import TESTBED
 
@@ -82,16 +87,25 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
     train = training_rows(r)
     model = get_peft_model(teacher, LoraConfig(r=r["r"], lora_alpha=r["lora_alpha"], target_modules=TARGETS,
                                                lora_dropout=0.0))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=r["lr"], weight_decay=0.0)
+    lora = torch.nn.ParameterDict({n.replace(".", "__"): p for n, p in model.named_parameters() if p.requires_grad})
+    opt = torch.optim.AdamW(list(lora.values()), lr=r["lr"], weight_decay=0.0)
     order = list(range(len(train))) * r["epochs"]
     random.Random(r["seed"]).shuffle(order)
     steps = math.ceil(len(order) / r["batch_size"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / r["warmup_steps"])
-                                              * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    losses, first, before = [], 0, 0.0
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / checkpoint.LATEST).is_dir():
+        info = checkpoint.load(checkpoint_dir, lora, opt)
+        if info["recipe"] != json.loads(json.dumps(r)):
+            raise ValueError(f"the checkpoint in {checkpoint_dir} was made with another recipe: {info['recipe']}")
+        first, losses, before = info["step"], info["losses"], info["seconds"]
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 0 at the last step
+        return min(1.0, (step + 1) / r["warmup_steps"]) * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at, last_epoch=first - 1)  # resumed: lr_at(first) next
     model.train()
-    losses, start = [], time.time()
-    for s in tqdm(range(steps), desc="teacher adapter", disable=not progress):
+    start = time.time()
+    for s in tqdm(range(first, steps), desc="teacher adapter", disable=not progress, initial=first, total=steps):
         rows = train.select(order[s * r["batch_size"]:(s + 1) * r["batch_size"]])
         batch = collate([encode_pair(tok, p, a) for p, a in zip(rows["prompt"], rows["answer"])], tok.pad_token_id)
         with torch.autocast("cpu", dtype=getattr(torch, r["autocast"] or "float32"), enabled=bool(r["autocast"])):
@@ -101,7 +115,11 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
         sched.step()
         opt.zero_grad()
         losses.append(loss.item())
-    meta = {"recipe": r, "targets": TARGETS, "steps": steps, "train_rows": len(train), "seconds": round(time.time() - start),
+        if checkpoint_dir is not None and ((s + 1) % CHECKPOINT_EVERY == 0 or s + 1 == steps):
+            checkpoint.save(checkpoint_dir, lora, opt, s + 1,
+                            {"recipe": r, "losses": losses, "seconds": before + time.time() - start})
+    meta = {"recipe": r, "targets": TARGETS, "steps": steps, "train_rows": len(train),
+            "seconds": round(before + time.time() - start),
             "testbed": TESTBED, "losses": [round(x, 4) for x in losses], "torch": torch.__version__,
             "command": "python -m ragcomp_lab.teacher_adapter"}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -123,5 +141,8 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
 
 
 if __name__ == "__main__":
-    print(json.dumps(train_adapter(), indent=2))
+    from . import models
+
+    key = hashlib.sha1(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
+    print(json.dumps(train_adapter(checkpoint_dir=models.cache_dir() / f"adapter-checkpoint-{key}"), indent=2))
     sys.exit(0)
