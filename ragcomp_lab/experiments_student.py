@@ -1,0 +1,116 @@
+"""The student the lab ships: `ragcomp-lab experiments student`.
+
+The recipe (RECIPE), each part measured against what it replaced:
+
+1. **Which layers.** The `n_layers` teacher layers whose removal costs the answers most
+   (`layer_choice.removal_cost` on IMPORTANCE_ROWS train rows), not the ends of the stack.
+2. **The head.** Training keeps the teacher's tied head, frozen with the input embedding (the student
+   shares the teacher's vocabulary rows, so only the layers and the final norm train); answering uses a
+   `heads.PromptHead`: each prompt's own ids plus `heads.general_ids`, a few hundred rows of the head
+   per token instead of 49,152.
+3. **The data.** The train pool (`rl.data.train_pool()`: other seeds' entities, none held out), from
+   the teacher's top-k cache of the pool; BF16 autocast where the CPU has AVX-512 (1.5x per step).
+4. **How long.** Up to `steps`, probed on validation every `probe_every` steps, stopped after
+   `patience` probes without a better F1; the best probe's student is the one kept. A run
+   checkpoints under the bed's runs_dir and resumes there, across sittings.
+
+The no-teacher twin (alpha = 1) trains with the same recipe, data and budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from . import experiments as ex
+from . import heads, layer_choice, models
+from .config import DistillConfig
+from .distill import distill
+from .experiments_pool import PROBE_ROWS, ValidationProbe, pool_soft_targets
+
+IMPORTANCE_ROWS = 32
+CONFIG = DistillConfig(T=2.0, alpha=0.5, steps=6000, batch_size=8, lr=1e-3, warmup_steps=100, checkpoint_every=100)
+RECIPE = {"n_layers": 8, "config": CONFIG, "probe_every": 250, "patience": 4, "freeze_embedding": True,
+          "autocast": "bfloat16"}
+SPLITS = ("test", "test_new_wording", "test_new_domain")
+
+
+def _key(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def chosen_layers(bed: ex.Bed, n_layers: int, rows=None) -> tuple[list[int], list[float]]:
+    """(the kept layers, every layer's removal cost), the costs kept under the bed's runs_dir."""
+    from .data import rag_splits
+
+    rows = rag_splits(seed=0)["train"].select(range(IMPORTANCE_ROWS)) if rows is None else rows
+    rows = {"prompt": list(rows["prompt"]), "answer": list(rows["answer"])}
+    saved = Path(bed.runs_dir) / f"removal-cost-{_key(rows, bed.teacher.config.to_dict())}.json" if bed.runs_dir else None
+    if saved is not None and saved.is_file():
+        costs = json.loads(saved.read_text())
+    else:
+        costs = layer_choice.removal_cost(bed.teacher, bed.tok, rows, column="answer")
+        if saved is not None:
+            ex._write_atomic(saved, json.dumps(costs))
+    return layer_choice.keep_most_important(costs, n_layers), costs
+
+
+def _autocast(name: str | None):
+    """BF16 autocast only where the CPU has AVX-512: without it BF16 is several times slower than FP32."""
+    if name and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.autocast("cpu", dtype=getattr(torch, name))
+    return nullcontext()
+
+
+def train(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, layers=None):
+    """(the best student, with its PromptHead; its run's info): trained with `recipe` on the pool,
+    resumed from the bed's runs_dir when a run with this recipe, pool and layers was started."""
+    from .data import rag_splits, train_pool
+    from .quant.serialize import load
+
+    cfg: DistillConfig = recipe["config"]
+    pool = train_pool() if pool is None else pool
+    if probe_rows is None:
+        val = rag_splits(seed=0)["validation"]
+        probe_rows = val.select([i for i, k in enumerate(val["kind"]) if k != "unanswerable"][:PROBE_ROWS])
+    costs = None
+    if layers is None:
+        layers, costs = chosen_layers(bed, recipe["n_layers"])
+    key = _key(layers, cfg.to_dict(), {k: v for k, v in recipe.items() if k != "config"}, sorted(pool["id"]))
+    run_dir = Path(bed.runs_dir) / f"student-{key}" if bed.runs_dir else None
+    student = models.make_student(bed.teacher, keep_layers=layers)
+    if recipe["freeze_embedding"]:
+        student.get_input_embeddings().weight.requires_grad_(False)  # the tied head with it
+    probe = ValidationProbe(student, bed.tok, probe_rows, min(recipe["probe_every"], cfg.steps),
+                            run_dir / "curve.json" if run_dir else None, patience=recipe["patience"],
+                            best_dir=run_dir / "best" if run_dir else None)
+    resume = run_dir is not None and (run_dir / "latest").is_dir()
+    teacher, soft = (bed.teacher, pool_soft_targets(bed, pool)) if cfg.alpha < 1 else (None, None)
+    with _autocast(recipe["autocast"]):
+        history = distill(teacher, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume,
+                          tok=bed.tok, soft_targets=soft)
+    best = load(run_dir / "best") if run_dir is not None and (run_dir / "best").is_dir() else student
+    heads.use_prompt_head(best, heads.general_ids(bed.tok))
+    info = {"layers": layers, "removal_cost": costs, "config": cfg.to_dict(),
+            "recipe": {k: v for k, v in recipe.items() if k != "config"}, "pool_rows": len(pool),
+            "curve": probe.points, "best": probe.best(), "stopped_at": history.stopped_at,
+            "train_seconds_this_sitting": round(history.seconds, 1),
+            "losses": history.losses[:: max(1, len(history.losses) // 200)]}
+    return best, info
+
+
+def scored(bed: ex.Bed, student, splits=None) -> dict:
+    """split_metrics of the student's greedy answers on each of SPLITS."""
+    from .data import rag_splits, teacher_answers
+    from .experiments_teacher import split_metrics
+
+    splits = rag_splits(seed=0) if splits is None else splits
+    out = {}
+    for name in SPLITS:
+        answers = teacher_answers(student, bed.tok, splits[name], batch_size=16, progress=False)
+        out[name] = {**split_metrics(answers, splits[name]), "answers": answers}
+    return out

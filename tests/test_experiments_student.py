@@ -1,0 +1,60 @@
+"""The shipped student's recipe on the stand-in teacher: layers chosen by removal cost, the embedding
+frozen, early stopping with the best student kept, a PromptHead to answer, and a resumed run that
+trains nothing again."""
+import pytest
+import torch
+
+import ragcomp_lab as rl
+from ragcomp_lab import experiments_student as es
+from ragcomp_lab import heads
+from ragcomp_lab.config import DistillConfig
+
+
+@pytest.fixture(scope="module")
+def run(make_bed, tmp_path_factory):
+    bed = make_bed(8, 3, runs_dir=tmp_path_factory.mktemp("runs"))
+    probe_rows = rl.data.rag_splits(seed=0)["validation"].select(range(2))
+    recipe = {**es.RECIPE, "n_layers": 1, "probe_every": 2, "patience": 1, "autocast": None,
+              "config": DistillConfig(T=2.0, alpha=0.5, steps=6, batch_size=2, lr=1e-3, checkpoint_every=2)}
+    first, info = es.train(bed, recipe, pool=bed.train, probe_rows=probe_rows)
+    mp = pytest.MonkeyPatch()
+    seen = {}
+
+    def resumed_only(*args, **kw):
+        seen["resume"] = kw["resume"]
+        return original(*args, **kw)
+    original = es.distill
+    mp.setattr(es, "distill", resumed_only)
+    try:
+        again, again_info = es.train(bed, recipe, pool=bed.train, probe_rows=probe_rows)
+    finally:
+        mp.undo()
+    return bed, first, info, again, again_info, seen
+
+
+def test_the_layers_are_the_ones_whose_removal_costs_most(run):
+    bed, _, info, *_ = run
+    costs = info["removal_cost"]
+    assert len(costs) == bed.teacher.config.num_hidden_layers == 2
+    assert info["layers"] == [max(range(2), key=costs.__getitem__)]
+
+
+def test_the_best_student_answers_through_a_prompt_head(run):
+    bed, student, info, *_ = run
+    assert isinstance(student.get_output_embeddings(), heads.PromptHead)
+    assert student.config.num_hidden_layers == 1
+    # the embedding was frozen: it is still the teacher's
+    assert torch.equal(student.get_input_embeddings().weight, bed.teacher.get_input_embeddings().weight)
+    # a 1-layer stand-in never answers right: the first probe stays the best, the second stops the run
+    assert [p["step"] for p in info["curve"]] == [2, 4] and info["best"]["step"] == 2 and info["stopped_at"] == 4
+    answers = rl.data.teacher_answers(student, bed.tok, bed.test, progress=False)
+    assert len(answers) == 3
+
+
+def test_a_second_call_resumes_and_trains_nothing(run):
+    _, first, info, again, again_info, seen = run
+    assert seen["resume"] is True
+    assert again_info["curve"] == info["curve"] and again_info["stopped_at"] == 4
+    assert again_info["train_seconds_this_sitting"] < 1
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
