@@ -69,8 +69,8 @@ def coverage(allowed, tok, answers, prompts=None) -> float:
         raise ValueError("coverage needs at least one answer")
     ok = 0
     for i, a in enumerate(answers):
-        ids = set(tok(answer_text(a), add_special_tokens=False)["input_ids"])
-        extra = set(tok(prompts[i], add_special_tokens=False)["input_ids"]) if prompts is not None else set()
+        ids = set(token_ids(tok, [answer_text(a)]))
+        extra = set(token_ids(tok, [prompts[i]])) if prompts is not None else set()
         ok += ids <= (allowed | extra)
     return ok / len(answers)
 
