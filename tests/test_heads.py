@@ -153,3 +153,33 @@ def test_use_prompt_head_needs_a_tied_head(tiny):
     heads.use_fixed_head(model, [1, 2, 3])
     with pytest.raises(ValueError, match="tied to the input embedding"):
         heads.use_prompt_head(model, heads.general_ids(tok))
+
+
+def test_a_student_saved_without_its_frozen_embedding_loads_it_back_from_the_teacher(tiny, tmp_path):
+    """The shipped student's embedding is the teacher's: save leaves it out, load takes it back from
+    the model given as fill, bit for bit, and refuses a model whose embedding differs."""
+    model, tok = fresh(tiny), tiny[1]
+    heads.use_prompt_head(model, heads.general_ids(tok))
+    emb = "model.embed_tokens.weight"
+    x = tok(PROMPTS[0], return_tensors="pt", add_special_tokens=False)
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    for variant in (model, rl.quantize(model, rl.QuantConfig(bits=8, mode="weight_only"))):
+        full = rl.save(variant, tmp_path / f"full-{id(variant)}")
+        lean = rl.save(variant, tmp_path / f"lean-{id(variant)}", omit=[emb])
+        saved = (full / "model.safetensors").stat().st_size - (lean / "model.safetensors").stat().st_size
+        assert saved >= model.get_input_embeddings().weight.numel() * 4  # FP32: 4 bytes a weight left out
+        with pytest.raises(ValueError, match="pass fill="):
+            rl.load(lean)
+        back = rl.load(lean, fill=tiny[0])  # the untrimmed original holds the same embedding
+        with torch.no_grad():
+            assert back.generate(**x, **kw).tolist() == variant.generate(**x, **kw).tolist()
+    other = fresh(tiny)
+    with torch.no_grad():
+        other.get_input_embeddings().weight[5, 0] += 1e-3
+    with pytest.raises(ValueError, match="is not the tensor"):
+        rl.load(lean, fill=other)
+    with pytest.raises(ValueError, match="fill has no tensor"):
+        rl.load(lean, fill={})
+    with pytest.raises(ValueError, match="names no tensor"):
+        rl.save(model, tmp_path / "bad", omit=["model.embed.weight"])
+    assert not (tmp_path / "bad").exists()

@@ -8,9 +8,14 @@ rebuilds the architecture from the config, puts empty quantized modules where `q
 then copies the tensors in, so a reloaded model gives bit-identical outputs. Tied weights are
 written once. Non-persistent buffers (rotary tables) are saved too: they depend on the dtype
 history of the model, and identical outputs need identical tables.
+
+`omit` leaves tensors out that another model already holds (a student's frozen embedding is the
+teacher's): quant.json records each one's shape, dtype and SHA-256, and `load(path, fill=...)`
+takes them back from that model, refusing any tensor that is not bit-identical.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -71,8 +76,17 @@ def _under(key: str, prefixes) -> bool:
     return any(key.startswith(p + ".") for p in prefixes)
 
 
-def save(model: nn.Module, path) -> Path:
-    """Write `model` to the folder `path` (replaced atomically if it holds an earlier save)."""
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _tensor_record(t: torch.Tensor) -> dict:
+    return {"shape": list(t.shape), "dtype": _dtype_name(t.dtype), "sha256": _digest(t)}
+
+
+def save(model: nn.Module, path, omit=()) -> Path:
+    """Write `model` to the folder `path` (replaced atomically if it holds an earlier save), without
+    the tensors named in `omit` (load takes them back from `fill`)."""
     if not isinstance(model, nn.Module) or not hasattr(getattr(model, "config", None), "to_dict"):
         raise ValueError("save needs a Hugging Face model (an nn.Module with a .config), e.g. from rl.quantize")
     path = Path(path)
@@ -87,10 +101,15 @@ def save(model: nn.Module, path) -> Path:
     persistent = set(model.state_dict())
     buffers = {k: v for k, v in model.named_buffers() if k not in persistent and not _under(k, ao)}
     tensors.update({k: v.detach().contiguous() for k, v in {**kept, **buffers}.items()})
+    omit = [omit] if isinstance(omit, str) else list(omit)
+    unknown = [k for k in omit if k not in tensors]
+    if unknown:
+        raise ValueError(f"omit={unknown[:3]} names no tensor that save writes; it writes e.g. {sorted(tensors)[:3]}")
+    omitted = {k: _tensor_record(tensors.pop(k)) for k in omit}
     cfg = getattr(model, api.ATTR, None)
     meta = {"format": FORMAT, "hf_config": model.config.to_dict(), "dtype": _dtype_name(_model_dtype(model)),
             "quant_config": cfg.to_dict() if cfg is not None else None, "modules": specs, "tied": tied,
-            "buffers": sorted(buffers)}
+            "buffers": sorted(buffers), "omitted": omitted}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private
@@ -124,8 +143,30 @@ def _rebuild(model: nn.Module, specs: dict) -> None:
             raise ValueError(f"unknown module kind {kind!r} for {name!r} in {META}")
 
 
-def load(path) -> nn.Module:
-    """The model that `save` wrote to `path`, rebuilt offline, in eval mode."""
+def _filled(meta: dict, fill, path: Path) -> dict[str, torch.Tensor]:
+    """The omitted tensors, taken from `fill` (a model or a {name: tensor} dict) and checked bit for bit."""
+    omitted = meta.get("omitted", {})
+    if not omitted:
+        return {}
+    if fill is None:
+        raise ValueError(f"{path} was saved without {sorted(omitted)[:3]}: pass fill= the model that holds them")
+    source = fill.state_dict() if isinstance(fill, nn.Module) else dict(fill)
+    out = {}
+    for name, record in omitted.items():
+        if name not in source:
+            raise ValueError(f"fill has no tensor {name!r}, which {path} was saved without")
+        t = source[name].detach()
+        if _tensor_record(t) != record:
+            raise ValueError(f"fill's {name!r} ({_dtype_name(t.dtype)} {tuple(t.shape)}) is not the tensor {path} was "
+                             f"saved without ({record['dtype']} {tuple(record['shape'])}, sha256 "
+                             f"{record['sha256'][:12]}...)")
+        out[name] = t.clone()
+    return out
+
+
+def load(path, fill=None) -> nn.Module:
+    """The model that `save` wrote to `path`, rebuilt offline, in eval mode; tensors it was saved
+    without come from `fill` (a model or a {name: tensor} dict holding exactly those tensors)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
@@ -138,7 +179,7 @@ def load(path) -> nn.Module:
     with quiet_loading():
         config = AutoConfig.for_model(hf.pop("model_type"), **hf)
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, meta["dtype"]))
-    tensors = load_file(path / WEIGHTS)
+    tensors = {**load_file(path / WEIGHTS), **_filled(meta, fill, path)}
     heads.rebuild_head(model)  # a trimmed head first: quantized modules may sit inside it
     _rebuild(model, meta["modules"])
     ao = [n for n, s in meta["modules"].items() if s["kind"] == "DynamicLinear"]
