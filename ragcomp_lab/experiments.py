@@ -3,8 +3,9 @@
     make experiments                          # all of them (see EXPERIMENTS), several hours on 2 cores
     ragcomp-lab experiments sweep             # one of them
 
-Finished runs are kept under ~/.cache/ragcomp-lab/experiment-runs (one JSON per student and
-config), so an interrupted series resumes where it stopped; delete that folder to start over.
+Finished runs are kept under ~/.cache/ragcomp-lab/experiment-runs/teacher-<digest> (one JSON per
+student and config; the digest is the shipped adapter's, so runs of an earlier teacher are never
+reused), and an interrupted series resumes where it stopped; delete that folder to start over.
 
 Each writes results/<name>.json (date, machine, command, the exact configs, one row per run, the
 test answers) and results/<name>.csv (the same rows, no answers), atomically. The chapters read
@@ -72,11 +73,11 @@ class Bed:
         teacher, tok = models.load_teacher()
         splits = rag_splits(seed=seed)
         # seed 0's cache ships (make teacher-answers); another seed's is built once under the user cache,
-        # the test bed's version in its name: a cache of another version's train split would load silently
+        # the test bed's version and the teacher in its name: another teacher's cache would load silently
+        runs = models.cache_dir() / "experiment-runs" / f"teacher-{models.adapter_digest()}"
         path = SHIPPED_TOPK if seed == 0 and TOPK == 32 else (
-            models.cache_dir() / "soft-targets" / f"seed{seed}-train-answer-top{TOPK}-testbed{TESTBED}.safetensors")
-        return cls(teacher, tok, splits["train"], with_teacher_answers(splits["test"]), path,
-                   models.cache_dir() / "experiment-runs")
+            runs / f"seed{seed}-train-answer-top{TOPK}-testbed{TESTBED}.safetensors")
+        return cls(teacher, tok, splits["train"], with_teacher_answers(splits["test"]), path, runs)
 
     @property
     def soft_targets(self):

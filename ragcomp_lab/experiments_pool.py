@@ -57,13 +57,13 @@ def _pool_digest(pool) -> str:
 
 
 def pool_soft_targets(bed: ex.Bed, pool):
-    """The teacher's top-k cache over the pool's gold answers, kept beside the bed's own cache (a
-    bed without one computes it in memory)."""
+    """The teacher's top-k cache over the pool's gold answers, kept in the bed's runs_dir (which is
+    the teacher's own: Bed.default); a bed without one computes it in memory."""
     from .data import soft_targets
 
     path = None
-    if bed.cache_path is not None:
-        path = Path(bed.cache_path).parent / f"pool-{_pool_digest(pool)}-answer-top{ex.TOPK}.safetensors"
+    if bed.runs_dir is not None:
+        path = Path(bed.runs_dir) / f"pool-{_pool_digest(pool)}-answer-top{ex.TOPK}.safetensors"
     return soft_targets(bed.teacher, bed.tok, pool, column="answer", k=ex.TOPK, path=path)
 
 

@@ -96,6 +96,16 @@ def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = tor
     return model.eval(), tok
 
 
+def adapter_digest(folder: Path | None = None) -> str:
+    """A short digest of a LoRA adapter's weights (the shipped one by default): it names the caches
+    and runs made with the teacher it gives, so those of an earlier adapter are never reused."""
+    import hashlib
+
+    from .teacher_adapter import ADAPTER_DIR
+
+    return hashlib.sha1((Path(folder or ADAPTER_DIR) / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+
+
 def _merge_adapter(model, folder: Path | None = None):
     from peft import PeftModel
 

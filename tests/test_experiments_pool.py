@@ -86,6 +86,8 @@ def test_pool_kd_distills_from_the_pools_top_k_cache_and_keeps_its_own_student(m
     assert used_teacher and len(soft) == len(bed.train) and soft[0]["ids"].shape[-1] == experiments.TOPK
     assert rows[1]["model"] == "6 layers, train pool, distilled" and info["config"]["alpha"] == 0.5
     assert (keep / "quant.json").is_file()
+    cached, = (tmp_path / "runs").glob(f"pool-*-answer-top{experiments.TOPK}.safetensors")  # the teacher's own folder
+    assert len(experiments_pool.pool_soft_targets(bed, bed.train)) == len(bed.train)  # read back, not rebuilt
     assert experiments_pool.KD_CONFIG.steps == experiments_pool.CONFIG.steps  # the same budget as pool_run
     kd, base = experiments_pool.KD_CONFIG, experiments.BASE
     assert (kd.T, kd.alpha) == (base.T, base.alpha)

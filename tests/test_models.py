@@ -112,6 +112,9 @@ def test_default_teacher_merges_the_shipped_adapter(teacher_and_tok, monkeypatch
     assert len(meta["losses"]) == meta["steps"] and meta["losses"][-1] < meta["losses"][0] / 10
     for folder in (teacher_adapter.ADAPTER_DIR, teacher_adapter.FIRST_ADAPTER_DIR):
         assert (folder / "adapter_model.safetensors").stat().st_size < 12_000_000
+    # caches and runs are named by the adapter that made the teacher: another adapter, another name
+    assert models.adapter_digest() == models.adapter_digest(teacher_adapter.ADAPTER_DIR)
+    assert models.adapter_digest() != models.adapter_digest(teacher_adapter.FIRST_ADAPTER_DIR)
     with pytest.raises(FileNotFoundError, match=f"no LoRA adapter in {tmp_path}"):
         models.load_teacher(adapter=tmp_path)
     monkeypatch.setattr(teacher_adapter, "ADAPTER_DIR", tmp_path / "missing")
