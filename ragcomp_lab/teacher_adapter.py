@@ -37,8 +37,8 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 # a third of them unanswerable (a quarter in a split): the first adapter on this test bed answered most
 # unanswerable questions with a distractor's value. autocast: BF16 matmuls, 1.5x faster per step on a
 # CPU with AVX-512 BF16; on one without, BF16 is several times slower than FP32 (set it to None there).
-RECIPE = dict(r=16, lora_alpha=32, epochs=1, batch_size=4, lr=1e-3, warmup_steps=10, seed=0, extra_seeds=[1, 2],
-              extra_rows=900, extra_unanswerable=300, autocast="bfloat16")
+RECIPE = dict(r=16, lora_alpha=32, epochs=1, batch_size=4, lr=1e-3, warmup_steps=10, seed=0,
+              extra_seeds=[1, 2, 3, 4, 5], extra_rows=2400, extra_unanswerable=750, autocast="bfloat16")
 
 
 def training_rows(recipe: dict = RECIPE):
