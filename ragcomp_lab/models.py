@@ -207,3 +207,43 @@ def weights_per_token(model) -> int:
     head = model.get_output_embeddings()
     head_weights = 0 if head is None else head.in_features * head.out_features
     return param_counts(model)["non_embedding"] + head_weights
+
+
+STUDENT_DIR = Path(__file__).with_name("students") / "rag-student"  # built by `make student`
+EMBEDDING = "model.embed_tokens.weight"
+
+
+def save_student(student, folder=STUDENT_DIR) -> Path:
+    """Write a distilled student as the lab ships it: rl.save's format in FP16, without its input
+    embedding, which must be the teacher's own (frozen in training; load_student takes it back)."""
+    import copy
+
+    from .quant.serialize import save
+
+    return save(copy.deepcopy(student).half(), folder, omit=[EMBEDDING])
+
+
+def load_student(quantized: bool = False, teacher=None, folder=None):
+    """(the shipped student, its tokenizer) in eval mode, offline: the distilled student with its
+    heads.PromptHead, its FP16 weights widened to FP32 (the dtype it was measured in) and its
+    embedding the teacher's own FP32 rows. `teacher`: the (model, tokenizer) of load_teacher() when
+    one is loaded already. `quantized=True`: its INT8 weight-only copy (rl.quantize, seconds)."""
+    from .config import QuantConfig
+    from .quant.api import quantize
+    from .quant.serialize import META, load
+
+    folder = Path(STUDENT_DIR if folder is None else folder)
+    if not (folder / META).is_file():
+        raise FileNotFoundError(f"no shipped student in {folder} (no {META}): `make student` builds it")
+    model, tok = load_teacher() if teacher is None else teacher
+    own = model.get_input_embeddings().weight.detach()
+    student = load(folder, fill={EMBEDDING: own.half()}).float()  # refuses another teacher's embedding
+    with torch.no_grad():
+        student.get_input_embeddings().weight.copy_(own)  # exactly the rows it was trained with
+        theirs = dict(model.named_buffers())
+        for name, buf in student.named_buffers():  # the rotary tables, which FP16 storage rounded
+            if buf.is_floating_point() and name in theirs and theirs[name].shape == buf.shape:
+                buf.copy_(theirs[name])
+    if quantized:
+        student = quantize(student, QuantConfig(bits=8, mode="weight_only"))
+    return student.eval(), tok

@@ -183,3 +183,35 @@ def test_a_student_saved_without_its_frozen_embedding_loads_it_back_from_the_tea
     with pytest.raises(ValueError, match="names no tensor"):
         rl.save(model, tmp_path / "bad", omit=["model.embed.weight"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_shipped_student_format_round_trips_with_fp16_layers_and_the_teachers_embedding(tiny, tmp_path):
+    """save_student keeps FP16 layers and no embedding; load_student widens them to FP32 and takes
+    the teacher's own embedding rows, and refuses a teacher whose embedding differs."""
+    teacher, tok = tiny
+    student = models.make_student(teacher, keep_layers=[1])
+    heads.use_prompt_head(student, heads.general_ids(tok))
+    folder = models.save_student(student, tmp_path / "student")
+    back, tok_back = models.load_student(teacher=(teacher, tok), folder=folder)
+    assert tok_back is tok and back.dtype == torch.float32
+    torch.testing.assert_close(back.get_input_embeddings().weight, teacher.get_input_embeddings().weight,
+                               rtol=0, atol=0)
+    expected = fresh((student, tok))
+    with torch.no_grad():
+        for name, p in expected.named_parameters():
+            if name != models.EMBEDDING:
+                p.copy_(p.half().float())  # what FP16 storage keeps
+    x = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        torch.testing.assert_close(back(**x).logits, expected(**x).logits, rtol=0, atol=0)
+    stored = (folder / "model.safetensors").stat().st_size
+    assert stored < models.param_counts(student)["non_embedding"] * 2 + 100_000  # FP16 layers, no embedding
+    q8, _ = models.load_student(quantized=True, teacher=(teacher, tok), folder=folder)
+    assert isinstance(q8.model.layers[0].mlp.down_proj, rl.quant.QuantLinear)
+    other = fresh(tiny)
+    with torch.no_grad():
+        other.get_input_embeddings().weight[7, 1] += 0.5
+    with pytest.raises(ValueError, match="is not the tensor"):
+        models.load_student(teacher=(other, tok), folder=folder)
+    with pytest.raises(FileNotFoundError, match="make student"):
+        models.load_student(teacher=(teacher, tok), folder=tmp_path / "none")
