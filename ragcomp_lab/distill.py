@@ -31,7 +31,9 @@ from .losses import distillation_loss, feature_loss, feature_projection, relatio
 
 @dataclass
 class History:
-    losses: list = field(default_factory=list)  # one dict per step: step, total, hard, soft (+ feature, relation), lr
+    # one dict per step: step, total, hard, soft (+ feature, relation), lr, and the step's wall seconds
+    # (kept in every checkpoint, so their sum is a resumed run's training time over all its sittings)
+    losses: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     seconds: float = 0.0  # wall time of this process's steps (a resumed run counts its own)
     stopped_at: int | None = None  # the step a callback stopped the run at (early stopping), else None
@@ -228,6 +230,7 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
             if any(getattr(cb, "stop", False) for cb in callbacks):  # a duck-typed callback has none
                 history.stopped_at = step
                 break
+            t0 = time.perf_counter()
             lr = _lr(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -243,7 +246,7 @@ def distill(teacher, student, data, cfg: DistillConfig, callbacks=(), checkpoint
             torch.nn.utils.clip_grad_norm_(trainable.parameters(), cfg.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            record = {"step": step + 1, **sums, "lr": lr}
+            record = {"step": step + 1, **sums, "lr": lr, "seconds": round(time.perf_counter() - t0, 4)}
             history.losses.append(record)
             due = (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps
             if checkpoint_dir is not None and due:

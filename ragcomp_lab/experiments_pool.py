@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from . import experiments as ex
@@ -96,11 +97,13 @@ class ValidationProbe(Callback):
             return
         from .data import teacher_answers
 
+        began = time.perf_counter()
         answers = teacher_answers(self.student, self.tok, self.rows, batch_size=16, progress=False)
         self.student.train()  # teacher_answers leaves the model in eval mode; training goes on
         m = ex.answer_metrics(answers, self.rows)
         self.points.append({"step": record["step"], "hard": record["hard"], "f1": m["f1"],
-                            "f1_single_fact": m["f1_single_fact"], "f1_two_hop": m["f1_two_hop"]})
+                            "f1_single_fact": m["f1_single_fact"], "f1_two_hop": m["f1_two_hop"],
+                            "seconds": round(time.perf_counter() - began, 2)})
         if self.best_dir is not None and self.best()["step"] == record["step"]:
             from .quant.serialize import save
 

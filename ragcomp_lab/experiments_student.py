@@ -99,6 +99,9 @@ def train(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, layers
             "recipe": {k: v for k, v in recipe.items() if k != "config"}, "pool_rows": len(pool),
             "curve": probe.points, "best": probe.best(), "stopped_at": history.stopped_at,
             "train_seconds_this_sitting": round(history.seconds, 1),
+            # over every sitting: each step's and each probe's wall time, kept in the checkpoints and the curve
+            "train_seconds": round(sum(r.get("seconds", 0.0) for r in history.losses)
+                                   + sum(p.get("seconds", 0.0) for p in probe.points), 1),
             "losses": history.losses[:: max(1, len(history.losses) // 200)]}
     return best, info
 

@@ -56,5 +56,7 @@ def test_a_second_call_resumes_and_trains_nothing(run):
     assert seen["resume"] is True
     assert again_info["curve"] == info["curve"] and again_info["stopped_at"] == 4
     assert again_info["train_seconds_this_sitting"] < 1
+    # the time over every sitting survives the resume: the first sitting's steps and probes
+    assert again_info["train_seconds"] == info["train_seconds"] > 0
     for (k, a), b in zip(first.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
