@@ -31,6 +31,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from . import experiments as ex
 from . import models
 from .distill import Callback, distill
@@ -98,7 +100,8 @@ class ValidationProbe(Callback):
         from .data import teacher_answers
 
         began = time.perf_counter()
-        answers = teacher_answers(self.student, self.tok, self.rows, batch_size=16, progress=False)
+        with torch.autocast("cpu", enabled=False):  # in FP32, as the student will answer, inside an autocast run
+            answers = teacher_answers(self.student, self.tok, self.rows, batch_size=16, progress=False)
         self.student.train()  # teacher_answers leaves the model in eval mode; training goes on
         m = ex.answer_metrics(answers, self.rows)
         self.points.append({"step": record["step"], "hard": record["hard"], "f1": m["f1"],

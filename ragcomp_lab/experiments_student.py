@@ -9,7 +9,8 @@ The recipe (RECIPE), each part measured against what it replaced:
    `heads.PromptHead`: each prompt's own ids plus `heads.general_ids`, a few hundred rows of the head
    per token instead of 49,152.
 3. **The data.** The train pool (`rl.data.train_pool()`: other seeds' entities, none held out), from
-   the teacher's top-k cache of the pool; BF16 autocast where the CPU has AVX-512 (1.5x per step).
+   the teacher's top-k cache of the pool; BF16 autocast where the CPU has AVX-512 (faster per step:
+   `autocast` says why its weight cache is off).
 4. **How long.** Up to `steps`, probed on validation every `probe_every` steps, stopped after
    `patience` probes without a better F1; the best probe's student is the one kept. A run
    checkpoints under the bed's runs_dir and resumes there, across sittings.
@@ -59,10 +60,13 @@ def chosen_layers(bed: ex.Bed, n_layers: int, rows=None) -> tuple[list[int], lis
     return layer_choice.keep_most_important(costs, n_layers), costs
 
 
-def _autocast(name: str | None):
-    """BF16 autocast only where the CPU has AVX-512: without it BF16 is several times slower than FP32."""
+def autocast(name: str | None):
+    """Autocast to `name` (say "bfloat16") only where the CPU has AVX-512: without it BF16 is several
+    times slower than FP32. Its weight cache is off: autocast keeps the cast of each weight until its
+    context exits, and a whole run inside one context would compute every step with the first step's
+    weights while the optimizer moves the real ones (the loss falls, the saved student is untrained)."""
     if name and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return torch.autocast("cpu", dtype=getattr(torch, name))
+        return torch.autocast("cpu", dtype=getattr(torch, name), cache_enabled=False)
     return nullcontext()
 
 
@@ -90,7 +94,7 @@ def train(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, layers
                             best_dir=run_dir / "best" if run_dir else None)
     resume = run_dir is not None and (run_dir / "latest").is_dir()
     teacher, soft = (bed.teacher, pool_soft_targets(bed, pool)) if cfg.alpha < 1 else (None, None)
-    with _autocast(recipe["autocast"]):
+    with autocast(recipe["autocast"]):
         history = distill(teacher, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume,
                           tok=bed.tok, soft_targets=soft)
     best = load(run_dir / "best") if run_dir is not None and (run_dir / "best").is_dir() else student

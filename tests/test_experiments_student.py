@@ -60,3 +60,43 @@ def test_a_second_call_resumes_and_trains_nothing(run):
     assert again_info["train_seconds"] == info["train_seconds"] > 0
     for (k, a), b in zip(first.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+class _StopAt:
+    """Ends a run after `step` steps: an interruption the checkpoint resumes from."""
+
+    def __init__(self, step):
+        self.step, self.stop = step, False
+
+    def on_step(self, record, history):
+        self.stop = record["step"] >= self.step
+
+    def on_end(self, history):
+        pass
+
+
+def test_a_bf16_run_trains_the_weights_the_optimizer_moves(make_bed, tmp_path, monkeypatch):
+    """A whole run inside one autocast context: each step must compute with the current weights, not
+    with casts cached at the first step, so an interrupted and resumed run repeats the uninterrupted
+    one's losses (with autocast's weight cache on, the first run keeps training the step-0 weights)."""
+    from ragcomp_lab import models
+    from ragcomp_lab.distill import distill
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # BF16 on any CPU
+    bed = make_bed(6, 1)
+    cfg = DistillConfig(T=2.0, alpha=0.5, steps=6, batch_size=2, lr=1e-2, checkpoint_every=100, seed=0)
+
+    def run(callbacks=(), resume=False, folder=None):
+        student = models.make_student(bed.teacher, keep_layers=[0])
+        with es.autocast("bfloat16"):
+            assert torch.is_autocast_enabled("cpu")
+            history = distill(bed.teacher, student, bed.train, cfg, callbacks, checkpoint_dir=folder,
+                              resume=resume, tok=bed.tok, progress=False)
+        return [round(r["total"], 6) for r in history.losses]
+
+    whole = run()
+    first = run([_StopAt(3)], folder=tmp_path)
+    resumed = run(resume=True, folder=tmp_path)
+    assert len(first) == 3 and resumed[:3] == first
+    assert resumed == whole
+    assert whole[-1] < whole[0]  # lr 1e-2 on six rows: the loss falls
