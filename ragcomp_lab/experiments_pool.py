@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -36,10 +37,12 @@ import torch
 from . import experiments as ex
 from . import models
 from .distill import Callback, distill
+from .evaluation import answer_perplexity
 
 POOL_STEPS = 1500
 PROBE_EVERY = 250
 PROBE_ROWS = 48
+PPL_GAIN = 0.01  # a probe whose answer perplexity falls by more than 1% is progress
 CONFIG = dataclasses.replace(ex.BASE, alpha=1.0, T=1.0, steps=POOL_STEPS, warmup_steps=20)
 # pool_kd: the same student, steps and schedule, distilled (BASE's T and alpha) from the teacher's
 # top-k cache of the pool, built once (teacher forward passes on 3,956 prompts, about 40 min on 2 cores)
@@ -74,9 +77,13 @@ class ValidationProbe(Callback):
     """Answer F1 of the student on `rows` every `every` steps, appended to a JSON file (so a resumed
     run keeps the points it already measured).
 
-    With `patience`, the run stops once that many probes in a row brought no better F1 (early
-    stopping); with `best_dir`, the student is saved there (rl.save) at each new best F1, so the
-    run's best student survives the steps after it."""
+    Each point also has the answer perplexity on the same rows ("answer_ppl"): F1 is all or nothing
+    per answer and can stay flat for thousands of steps while the student is still learning, which
+    the perplexity shows. A probe is progress when it raises the best F1 or lowers the best answer
+    perplexity by more than PPL_GAIN (relative); points written before answer_ppl was recorded count
+    by F1 alone. With `patience`, the run stops once that many probes in a row brought no progress
+    (early stopping); with `best_dir`, the student is saved there (rl.save) at each new best point
+    (highest F1, then lowest perplexity), so the run's best student survives the steps after it."""
 
     def __init__(self, student, tok, rows, every: int, path: Path | None, patience: int | None = None,
                  best_dir: Path | None = None):
@@ -86,13 +93,19 @@ class ValidationProbe(Callback):
         self.stop = self._stale() >= patience if patience else False
 
     def best(self) -> dict | None:
-        """The probe point with the highest F1 (the earliest among equals), or None before the first."""
-        return max(self.points, key=lambda p: (p["f1"], -p["step"])) if self.points else None
+        """The probe point with the highest F1, then the lowest answer perplexity (the earliest among
+        equals), or None before the first."""
+        return max(self.points, key=lambda p: (p["f1"], -(p.get("answer_ppl") or math.inf), -p["step"])) \
+            if self.points else None
 
     def _stale(self) -> int:
-        """Probes since the best one."""
-        best = self.best()
-        return 0 if best is None else sum(p["step"] > best["step"] for p in self.points)
+        """Probes since the last one that was progress (see the class docstring)."""
+        last, f1, ppl = 0, -math.inf, math.inf
+        for i, p in enumerate(self.points):
+            gained = p["f1"] > f1 or (p.get("answer_ppl") or math.inf) < ppl * (1 - PPL_GAIN)
+            last = i if gained else last
+            f1, ppl = max(f1, p["f1"]), min(ppl, (p.get("answer_ppl") or math.inf))
+        return len(self.points) - 1 - last if self.points else 0
 
     def on_step(self, record, history):
         if record["step"] % self.every and record["step"] != history.config["steps"]:
@@ -102,9 +115,12 @@ class ValidationProbe(Callback):
         began = time.perf_counter()
         with torch.autocast("cpu", enabled=False):  # in FP32, as the student will answer, inside an autocast run
             answers = teacher_answers(self.student, self.tok, self.rows, batch_size=16, progress=False)
+            ppl = answer_perplexity(self.student, self.tok, self.rows) \
+                if any(k != "unanswerable" for k in self.rows["kind"]) else None
         self.student.train()  # teacher_answers leaves the model in eval mode; training goes on
         m = ex.answer_metrics(answers, self.rows)
         self.points.append({"step": record["step"], "hard": record["hard"], "f1": m["f1"],
+                            "answer_ppl": None if ppl is None else round(ppl, 4),
                             "f1_single_fact": m["f1_single_fact"], "f1_two_hop": m["f1_two_hop"],
                             "seconds": round(time.perf_counter() - began, 2)})
         if self.best_dir is not None and self.best()["step"] == record["step"]:

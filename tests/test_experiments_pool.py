@@ -190,8 +190,10 @@ def test_the_probe_stops_after_patience_probes_without_a_better_f1_and_keeps_the
         def on_step(self, record, history):
             states[record["step"]] = {k: v.clone() for k, v in student.state_dict().items()}
 
-    cfg = DistillConfig(T=1.0, alpha=1.0, steps=20, batch_size=2, lr=1e-3)
+    # lr 1: the second step throws the student off, its answer perplexity rises
+    cfg = DistillConfig(T=1.0, alpha=1.0, steps=20, batch_size=2, lr=1.0)
     history = distill(None, student, bed.train, cfg, [probe, Keep()], tok=bed.tok, progress=False)
+    assert probe.points[1]["answer_ppl"] > probe.points[0]["answer_ppl"]
     # a 1-layer stand-in never answers right: F1 stays 0, so the first probe stays the best and the second stops
     assert [p["step"] for p in probe.points] == [1, 2] and probe.best()["step"] == 1
     assert history.stopped_at == 2 and len(history.losses) == 2
@@ -199,3 +201,29 @@ def test_the_probe_stops_after_patience_probes_without_a_better_f1_and_keeps_the
     for k, v in states[1].items():  # the best student is the one of step 1, not the last one
         assert torch.equal(saved[k], v), k
     assert any(not torch.equal(states[2][k], v) for k, v in states[1].items())
+
+
+def test_a_falling_answer_perplexity_is_progress_while_f1_stays_flat(make_bed, tmp_path):
+    import json
+
+    bed = make_bed(8, 3)
+    rows = rl.data.rag_splits(seed=0)["validation"].select(range(2))
+    curve = tmp_path / "curve.json"
+
+    def probe(points, patience):
+        curve.write_text(json.dumps(points))
+        return experiments_pool.ValidationProbe(None, bed.tok, rows, 2, curve, patience=patience)
+
+    flat = [{"step": 2 * i, "f1": 0.0, "answer_ppl": ppl} for i, ppl in enumerate([90.0, 60.0, 40.0, 39.9], 1)]
+    p = probe(flat, patience=2)
+    # 90 -> 60 -> 40 is progress at each probe; 40 -> 39.9 is 0.25%, under PPL_GAIN: one stale probe
+    assert p._stale() == 1 and not p.stop and probe(flat, patience=1).stop
+    assert p.best()["step"] == 8  # equal F1: the lowest perplexity is the best student
+    # a higher F1 outranks a lower perplexity, and progress is measured against the best so far, not the last
+    mixed = [{"step": 2, "f1": 0.5, "answer_ppl": 30.0}, {"step": 4, "f1": 0.25, "answer_ppl": 20.0},
+             {"step": 6, "f1": 0.25, "answer_ppl": 25.0}, {"step": 8, "f1": 0.5, "answer_ppl": 19.9}]
+    p = probe(mixed, patience=3)
+    assert p.best()["step"] == 8 and p._stale() == 2 and not p.stop  # 19.9 is not 1% under 20
+    # points from before answer_ppl was recorded count by F1 alone
+    old = [{"step": 2, "f1": 0.1}, {"step": 4, "f1": 0.1, "answer_ppl": 50.0}, {"step": 6, "f1": 0.1, "answer_ppl": 45.0}]
+    assert probe(old, patience=5)._stale() == 0
