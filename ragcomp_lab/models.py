@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from . import heads
 from ._hf import quiet_loading
 
 TEACHER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -182,7 +183,9 @@ def param_counts(model) -> dict[str, int]:
             seen.add(p.data_ptr())
             total += p.numel()
     for m in model.modules():
-        if (not isinstance(m, torch.nn.Linear) and hasattr(m, "in_features") and hasattr(m, "out_features")
+        # a trimmed head reads rows of the embedding, which counts them already
+        if (not isinstance(m, (torch.nn.Linear, heads.FixedHead, heads.PromptHead)) and hasattr(m, "in_features")
+                and hasattr(m, "out_features")
                 and next(m.parameters(recurse=False), None) is None):
             total += m.in_features * m.out_features
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()

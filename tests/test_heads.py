@@ -63,9 +63,11 @@ def test_fixed_head_keeps_the_full_heads_logits_on_its_ids(tiny):
     with torch.no_grad():
         full = model(**x).logits
     ids = heads.token_ids(tok, PROMPTS) + heads.general_ids(tok)
+    layers = models.param_counts(model)["non_embedding"]
     heads.use_fixed_head(model, ids)
     with torch.no_grad():
         trimmed = model(**x).logits
+    assert models.param_counts(model)["non_embedding"] == layers  # its rows are the embedding's, counted once
     keep = torch.tensor(sorted(set(ids)))
     torch.testing.assert_close(trimmed[..., keep], full[..., keep])
     outside = torch.ones(full.shape[-1], dtype=torch.bool)
