@@ -7,7 +7,8 @@ difference with a bootstrap confidence interval over the questions (scipy.stats.
 percentile method: it stays defined when most differences are 0, as with F1 on short answers).
 `compare_seeds` does the same for arms trained with several seeds, paired by seed: each question
 is scored by its mean over the seeds, and it counts the seeds on which each arm comes out ahead.
-`verdict` says in words what one of their rows shows.
+`verdict` says in words what one of their rows shows; `share` gives how much of one model's score
+another keeps (a student's share of its teacher's F1), with its interval over the questions.
 
 Per question: token F1 and ROUGE-L on the answerable questions (the ones `answer_quality`
 averages), lexical support for faithfulness (only where both answers assert something, so that
@@ -81,6 +82,33 @@ def compare_seeds(a_runs: list[list[str]], b_runs: list[list[str]], rows, metric
                                      method="percentile", rng=np.random.default_rng(seed)).confidence_interval
                 row.update(low=float(ci.low), high=float(ci.high))
         out.append(row)
+    return out
+
+
+def share(a: list[str], b: list[str], rows, metric: str = "f1", confidence: float = 0.95,
+          n_resamples: int = 10_000, seed: int = 0) -> dict:
+    """How much of a's score b keeps: {"metric", "questions", "a", "b" (their means over the
+    questions scored for both), "share" (b / a), "low", "high"}: the interval resamples the
+    questions, the same ones for both (the percentile method). Share and interval are None where
+    a's mean is 0 or no question is scored for both."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r} is not allowed: give a level in (0, 1), e.g. 0.95")
+    x, y = (np.array([np.nan if s is None else s for s in per_question(r, rows, metric)], float) for r in (a, b))
+    both = ~np.isnan(x) & ~np.isnan(y)
+    x, y = x[both], y[both]
+    out = {"metric": metric, "questions": int(both.sum()), "a": None, "b": None, "share": None, "low": None,
+           "high": None}
+    if not len(x):
+        return out
+    out.update(a=float(x.mean()), b=float(y.mean()))
+    if x.mean() == 0:
+        return out
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
+    xs, ys = x[idx].mean(1), y[idx].mean(1)
+    ratios = np.divide(ys, xs, out=np.full_like(ys, np.nan), where=xs > 0)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.nanpercentile(ratios, [tail, 100 - tail])
+    out.update(share=float(y.mean() / x.mean()), low=float(low), high=float(high))
     return out
 
 

@@ -112,3 +112,29 @@ def test_faithfulness_over_seeds_averages_only_the_seeds_where_both_assert_somet
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_share_is_the_ratio_of_the_means_inside_its_interval():
+    s = paired.share(GOOD, POOR, ROWS)
+    f1_good = np.mean([v for v in paired.per_question(GOOD, ROWS, "f1") if v is not None])
+    f1_poor = np.mean([v for v in paired.per_question(POOR, ROWS, "f1") if v is not None])
+    assert s["questions"] == 4 and s["a"] == pytest.approx(f1_good) and s["b"] == pytest.approx(f1_poor)
+    assert s["share"] == pytest.approx(f1_poor / f1_good) and 0 < s["share"] < 1
+    assert s["low"] <= s["share"] <= s["high"] and s["low"] < s["high"]
+    # reproducible with one seed, wider at a higher confidence
+    assert paired.share(GOOD, POOR, ROWS) == s
+    wide = paired.share(GOOD, POOR, ROWS, confidence=0.99)
+    assert wide["low"] <= s["low"] and wide["high"] >= s["high"]
+
+
+def test_identical_answers_keep_all_of_the_score():
+    s = paired.share(GOOD, GOOD, ROWS)
+    assert s["share"] == s["low"] == s["high"] == pytest.approx(1.0)
+
+
+def test_a_share_of_nothing_is_undefined_and_bad_confidence_is_named():
+    wrong = ["x", "y", "z", "w", "v"]
+    s = paired.share(wrong, GOOD, ROWS)
+    assert s["a"] == 0 and s["share"] is None and s["low"] is None
+    with pytest.raises(ValueError, match="confidence=1.5"):
+        paired.share(GOOD, POOR, ROWS, confidence=1.5)
