@@ -57,6 +57,9 @@ def student_dir(name: str = "pool") -> Path:
     return models.cache_dir() / "students" / name
 
 
+SHIPPED_RUNS = Path(__file__).parent / "data" / "runs"  # caches that ship, in folders named as the runs_dir
+
+
 def _pool_digest(pool) -> str:
     """A short digest of the pool's question ids: names its top-k cache file."""
     return hashlib.sha1(json.dumps(sorted(pool["id"])).encode()).hexdigest()[:16]
@@ -64,12 +67,15 @@ def _pool_digest(pool) -> str:
 
 def pool_soft_targets(bed: ex.Bed, pool):
     """The teacher's top-k cache over the pool's gold answers, kept in the bed's runs_dir (which is
-    the teacher's own: Bed.default); a bed without one computes it in memory."""
+    the teacher's own: Bed.default); a bed without one computes it in memory. The shipped teacher's
+    cache of the default pool ships in SHIPPED_RUNS (about 40 minutes of its forward passes on 2 cores)."""
     from .data import soft_targets
 
     path = None
     if bed.runs_dir is not None:
-        path = Path(bed.runs_dir) / f"pool-{_pool_digest(pool)}-answer-top{ex.TOPK}.safetensors"
+        name = f"pool-{_pool_digest(pool)}-answer-top{ex.TOPK}.safetensors"
+        shipped = SHIPPED_RUNS / Path(bed.runs_dir).name / name  # the folder's name holds the teacher's digest
+        path = shipped if shipped.is_file() else Path(bed.runs_dir) / name
     return soft_targets(bed.teacher, bed.tok, pool, column="answer", k=ex.TOPK, path=path)
 
 

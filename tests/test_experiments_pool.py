@@ -227,3 +227,29 @@ def test_a_falling_answer_perplexity_is_progress_while_f1_stays_flat(make_bed, t
     # points from before answer_ppl was recorded count by F1 alone
     old = [{"step": 2, "f1": 0.1}, {"step": 4, "f1": 0.1, "answer_ppl": 50.0}, {"step": 6, "f1": 0.1, "answer_ppl": 45.0}]
     assert probe(old, patience=5)._stale() == 0
+
+
+def test_pool_soft_targets_reads_the_shipped_cache_of_its_own_teacher(tmp_path, monkeypatch):
+    """A cache in SHIPPED_RUNS/<runs_dir's name>/ is read instead of running the teacher (None here, so
+    a rebuild would fail); another teacher's runs_dir finds none and would compute its own."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from ragcomp_lab.data.teacher import load_topk, save_topk
+
+    pool = Dataset.from_dict({"id": ["a", "b"], "prompt": ["p", "q"], "answer": ["x", "y"]})
+    rows = [{"ids": torch.arange(experiments.TOPK, dtype=torch.int32).repeat(n, 1),
+             "logprobs": torch.full((n, experiments.TOPK), -3.0), "targets": torch.zeros(n, dtype=torch.int64)}
+            for n in (1, 2)]
+    name = f"pool-{experiments_pool._pool_digest(pool)}-answer-top{experiments.TOPK}.safetensors"
+    monkeypatch.setattr(experiments_pool, "SHIPPED_RUNS", tmp_path / "shipped")
+    (tmp_path / "shipped" / "teacher-abc").mkdir(parents=True)
+    save_topk(tmp_path / "shipped" / "teacher-abc" / name, rows)
+    bed = SimpleNamespace(runs_dir=tmp_path / "runs" / "teacher-abc", teacher=None, tok=None)
+    got = experiments_pool.pool_soft_targets(bed, pool)
+    assert [r["ids"].shape for r in got] == [r["ids"].shape for r in load_topk(tmp_path / "shipped" / "teacher-abc" / name)]
+    assert not (tmp_path / "runs").exists()  # nothing was rebuilt beside it
+    other = SimpleNamespace(runs_dir=tmp_path / "runs" / "teacher-other", teacher=None, tok=None)
+    with pytest.raises(Exception):  # no shipped cache for this teacher: it would run the (missing) teacher
+        experiments_pool.pool_soft_targets(other, pool)
