@@ -15,6 +15,14 @@ decoded and compared within the same relative and absolute bounds; integers, pri
 in typed arrays, exactly. Labels, words, counts and shapes still compare exactly, and the sanitize
 file's masks (timings, addresses) apply first, as in nbval.
 
+A cell tagged `cpu-dependent` holds figures that really depend on the CPU: the accuracy of INT8
+kernels that quantize activations (dynamic and static PTQ, QAT's converted model). Their grids
+are set by the largest activation, so last-bit differences of the FP32 layers before them move
+whole rounding boundaries: measured on the teacher with one calibration, a static min-max INT8
+copy's token KL is 0.051 on an Intel AVX-512 CPU, 0.076 with the same machine's AVX2 kernels and
+0.095 on an AMD AVX-512 one. In such a cell every number is masked (`masked=True`): the cell must
+still run, and its words, labels, table layout and chart structure still compare exactly.
+
 Loaded by `make test` with `-p tests.nbval_numbers`.
 """
 from __future__ import annotations
@@ -41,12 +49,17 @@ def close_numbers(a: float, b: float, printed: tuple[str, str] | None = None) ->
     return abs(a - b) <= min(_last_digit(x), _last_digit(y)) * (1 + 1e-9)
 
 
-def close_text(a: str, b: str) -> bool:
-    """The same text with every printed number equal up to its last printed digit."""
+CPU_DEPENDENT = "cpu-dependent"  # the cell tag whose numbers are masked
+
+
+def close_text(a: str, b: str, masked: bool = False) -> bool:
+    """The same text with every printed number equal up to its last printed digit (any number if `masked`)."""
     if a == b:
         return True
     if NUMBER.split(a) != NUMBER.split(b):  # the words, spaces and punctuation around the numbers
         return False
+    if masked:
+        return True
     for x, y in zip(NUMBER.findall(a), NUMBER.findall(b)):
         if x == y:
             continue
@@ -64,27 +77,32 @@ def _last_digit(s: str) -> float:
     return 10.0 ** (-decimals + (int(exponent) if exponent else 0))
 
 
-def close(a, b, sanitize) -> bool:
-    """a (stored) and b (fresh) equal up to rounding, after the sanitize masks."""
+def close(a, b, sanitize, masked: bool = False) -> bool:
+    """a (stored) and b (fresh) equal up to rounding, after the sanitize masks; with `masked`, every
+    number (printed, in JSON or in a typed array) stands for any other and only the rest compares."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
-    if isinstance(a, int) and isinstance(b, int):  # counts, ids, sizes
-        return a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if masked:
+            return True
+        if isinstance(a, int) and isinstance(b, int):  # counts, ids, sizes
+            return a == b
         return a == b or close_numbers(float(a), float(b))
     if isinstance(a, str) and isinstance(b, str):
-        return close_text(sanitize(a), sanitize(b))
+        return close_text(sanitize(a), sanitize(b), masked)
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys():
             return False
         if "bdata" in a and "dtype" in a:  # plotly's typed array: base64 of the values
             x, y = _typed_array(a), _typed_array(b)
+            if masked:
+                return x.shape == y.shape
             if x.shape != y.shape or x.dtype.kind != "f" or y.dtype.kind != "f":
                 return x.shape == y.shape and bool(np.array_equal(x, y))
             return bool(np.isclose(x, y, rtol=REL, atol=ABS, equal_nan=True).all())
-        return all(close(a[k], b[k], sanitize) for k in a)
+        return all(close(a[k], b[k], sanitize, masked) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close(x, y, sanitize) for x, y in zip(a, b))
+        return len(a) == len(b) and all(close(x, y, sanitize, masked) for x, y in zip(a, b))
     return a == b
 
 
@@ -92,11 +110,12 @@ def _typed_array(d: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(d["bdata"]), dtype=np.dtype(d["dtype"]))
 
 
-def outputs_up_to_rounding(stored: list, fresh: list, sanitize, skip=()) -> list:
-    """`fresh` with each output that equals its stored twin up to rounding replaced by the stored one."""
+def outputs_up_to_rounding(stored: list, fresh: list, sanitize, skip=(), masked: bool = False) -> list:
+    """`fresh` with each output that equals its stored twin up to rounding (or up to its numbers, if
+    `masked`) replaced by the stored one."""
     if len(stored) != len(fresh):
         return fresh
-    return [ref if close(_comparable(ref, skip), _comparable(new, skip), sanitize) else new
+    return [ref if close(_comparable(ref, skip), _comparable(new, skip), sanitize, masked) else new
             for ref, new in zip(stored, fresh)]
 
 
@@ -113,6 +132,7 @@ def pytest_configure(config):
 
     def compare_up_to_rounding(self, test, ref, skip_compare=None):
         skip = skip_compare or self.parent.skip_compare
-        return compare(self, outputs_up_to_rounding(ref, test, self.sanitize, skip), ref, skip_compare)
+        masked = CPU_DEPENDENT in (self.cell.metadata.get("tags") or [])
+        return compare(self, outputs_up_to_rounding(ref, test, self.sanitize, skip, masked), ref, skip_compare)
 
     IPyNbCell.compare_outputs = compare_up_to_rounding

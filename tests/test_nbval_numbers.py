@@ -67,3 +67,45 @@ def test_rounded_chart_values_may_differ_by_one_unit_and_near_zero_values_are_ze
     assert not nn.close([-0.00857], [-0.00867], same)
     assert nn.close(5.6e-09, 7.0e-09, same) and not nn.close(5.6e-07, 7.0e-07, same)
     assert not nn.close(float("nan"), 1.0, same) and not nn.close(float("inf"), 1.0, same)
+
+
+def test_a_cpu_dependent_cell_masks_its_numbers_but_not_its_words_or_structure():
+    assert nn.close_text("minmax top-1 1.000, up to 48", "minmax top-1 0.943, up to 50", masked=True)
+    assert not nn.close_text("minmax top-1 1.000", "minmax top-1 0.943")  # unmasked, a real change
+    assert not nn.close_text("observer: minmax 0.05", "observer: mse 0.05", masked=True)  # a word changed
+    assert not nn.close_text("<td>0.05</td>", "<td>0.05</td><td>0.1</td>", masked=True)  # a column more
+    fig = {"data": [{"y": [0.05, 0.1], "x": ["static", "dynamic"], "z": typed([0.1, 0.2]), "n": 3}]}
+    moved = {"data": [{"y": [0.09, 0.2], "x": ["static", "dynamic"], "z": typed([0.3, 0.4]), "n": 4}]}
+    assert nn.close(fig, moved, same, masked=True) and not nn.close(fig, moved, same)
+    assert not nn.close(fig, {"data": [{"y": [0.05, 0.1], "x": ["static", "QAT"], "z": typed([0.1, 0.2]), "n": 3}]},
+                        same, masked=True)
+    assert not nn.close(typed([0.1, 0.2]), typed([0.1, 0.2, 0.3]), same, masked=True)  # another shape
+
+
+def test_only_outputs_of_a_masked_cell_keep_their_stored_twin_when_numbers_move():
+    stored = [{"output_type": "stream", "name": "stdout", "text": "top-1 1.000\n"}]
+    fresh = [{"output_type": "stream", "name": "stdout", "text": "top-1 0.943\n"}]
+    assert nn.outputs_up_to_rounding(stored, fresh, same) == fresh
+    assert nn.outputs_up_to_rounding(stored, fresh, same, masked=True) == stored
+
+
+def _run_nbval(tmp_path, tags):
+    import subprocess
+
+    import nbformat
+    cell = nbformat.v4.new_code_cell("import random\nprint('top-1', round(random.random() + 2, 4))",
+                                     metadata={"tags": tags})
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="top-1 2.5\n")]
+    cell.execution_count = 1
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    root = Path(__file__).parents[1]
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.nbval_numbers",
+                           "--nbval", "--nbval-current-env", str(tmp_path / "n.ipynb")],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_nbval_masks_the_numbers_of_a_tagged_cell_and_only_of_it(tmp_path):
+    assert _run_nbval(tmp_path, [nn.CPU_DEPENDENT]).returncode == 0
+    assert _run_nbval(tmp_path, []).returncode == 1  # the same cell, untagged: its number moved
