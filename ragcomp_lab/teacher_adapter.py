@@ -39,23 +39,70 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 # CPU with AVX-512 BF16; on one without, BF16 is several times slower than FP32 (set it to None there).
 RECIPE = dict(r=16, lora_alpha=32, epochs=1, batch_size=4, lr=1e-3, warmup_steps=10, seed=0,
               extra_seeds=[1, 2, 3, 4, 5], extra_rows=2400, extra_unanswerable=750, autocast="bfloat16")
+# Attempt 4, a second stage on RECIPE's adapter (init): fresh entities only (seeds 6-10, not seed 0's train
+# split again), a third of the rows refusals, most of them an answerable row's twin with its fact removed
+# (data.augment), and longer values; a lower learning rate, as it starts from a trained adapter.
+ATTEMPT4 = dict(RECIPE, init=RECIPE, seed0=False, lr=5e-4, extra_seeds=[6, 7], extra_rows=800,
+                extra_unanswerable=200, derived_seeds=[8, 9, 10], without_fact=350, longer_values=300)
 
 
 def training_rows(recipe: dict = RECIPE):
-    """The adapter's training rows: the train split of seed 0, then `extra_rows` of the extra seeds'
-    train splits (`extra_unanswerable` of them unanswerable), none naming an entity of seed 0's
-    held-out splits."""
-    from datasets import concatenate_datasets
+    """The adapter's training rows: the train split of seed 0 (unless `seed0` is False), then
+    `extra_rows` of the extra seeds' train splits (`extra_unanswerable` of them unanswerable), then
+    rows derived from the `derived_seeds`' train splits (data.augment): `without_fact` answerable rows
+    each beside its copy with the fact removed (answer: the refusal), and `longer_values` rows whose
+    value was made longer. No row names an entity of seed 0's held-out splits."""
+    from datasets import Dataset, concatenate_datasets
 
     from . import data
+    from .data import augment
 
     held = {e for split in ("validation", "test", "test_new_wording", "test_new_domain")
             for es in data.rag_splits(seed=0)[split]["entities"] for e in es}
-    extra = concatenate_datasets([data.rag_splits(seed=s)["train"] for s in recipe["extra_seeds"]])
-    extra = extra.filter(lambda r: not held.intersection(r["entities"]))  # seed 0's held-out stay held out
-    refusals = [i for i, k in enumerate(extra["kind"]) if k == "unanswerable"][:recipe["extra_unanswerable"]]
-    answers = [i for i, k in enumerate(extra["kind"]) if k != "unanswerable"][:recipe["extra_rows"] - len(refusals)]
-    return concatenate_datasets([data.rag_splits(seed=0)["train"], extra.select(sorted(refusals + answers))])
+    columns = ["prompt", "answer", "kind"]
+    parts = [data.rag_splits(seed=0)["train"].select_columns(columns)] if recipe.get("seed0", True) else []
+    if recipe["extra_rows"]:
+        extra = concatenate_datasets([data.rag_splits(seed=s)["train"] for s in recipe["extra_seeds"]])
+        extra = extra.filter(lambda r: not held.intersection(r["entities"]))  # seed 0's held-out stay held out
+        refusals = [i for i, k in enumerate(extra["kind"]) if k == "unanswerable"][:recipe["extra_unanswerable"]]
+        answers = [i for i, k in enumerate(extra["kind"]) if k != "unanswerable"][:recipe["extra_rows"] - len(refusals)]
+        parts.append(extra.select(sorted(refusals + answers)).select_columns(columns))
+    derived, pairs, longer = [], recipe.get("without_fact", 0), recipe.get("longer_values", 0)
+    rng = random.Random(f"derived-{recipe['seed']}")
+    for s in recipe.get("derived_seeds", []):
+        for row in data.rag_splits(seed=s)["train"]:
+            if held.intersection(row["entities"]) or row["kind"] == "unanswerable":
+                continue
+            if pairs and (without := augment.without_fact(row, s)) is not None:
+                derived += [row, without]
+                pairs -= 1
+            elif longer and (made := augment.longer_value(row, s, rng)) is not None:
+                derived.append(made)
+                longer -= 1
+    if pairs or longer:
+        raise ValueError(f"the derived seeds {recipe.get('derived_seeds')} give {pairs} too few rows without "
+                         f"their fact and {longer} too few longer values: add a seed")
+    if derived:
+        parts.append(Dataset.from_list([{c: r[c] for c in columns} for r in derived]))
+    return concatenate_datasets(parts)
+
+
+def recipe_key(recipe: dict) -> str:
+    """A short digest of a recipe: it names the folders of that recipe's checkpoints and adapter."""
+    return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def first_stage(init, progress: bool = True) -> Path:
+    """The folder of the adapter a second stage starts from: `init` names a folder beside the shipped
+    adapter, or is a recipe, whose adapter is trained (once, resumably) under the user cache."""
+    from . import models
+
+    if isinstance(init, str):
+        return ADAPTER_DIR.parent / init
+    folder = models.cache_dir() / f"adapter-{recipe_key(init)}"
+    if not (folder / "adapter_model.safetensors").is_file():
+        train_adapter(folder, progress, recipe=init, checkpoint_dir=folder.with_name(folder.name + "-checkpoint"))
+    return folder
 
 
 def answer_loss(model, batch) -> torch.Tensor:
@@ -85,8 +132,16 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
     torch.manual_seed(r["seed"])
     teacher, tok = models.load_teacher(adapter=False)
     train = training_rows(r)
-    model = get_peft_model(teacher, LoraConfig(r=r["r"], lora_alpha=r["lora_alpha"], target_modules=TARGETS,
-                                               lora_dropout=0.0))
+    if r.get("init"):  # a second stage: go on training the adapter of another recipe
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(teacher, first_stage(r["init"], progress), is_trainable=True)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()  # shipped in FP16; trained in FP32
+    else:
+        model = get_peft_model(teacher, LoraConfig(r=r["r"], lora_alpha=r["lora_alpha"], target_modules=TARGETS,
+                                                   lora_dropout=0.0))
     lora = torch.nn.ParameterDict({n.replace(".", "__"): p for n, p in model.named_parameters() if p.requires_grad})
     opt = torch.optim.AdamW(list(lora.values()), lr=r["lr"], weight_decay=0.0)
     order = list(range(len(train))) * r["epochs"]
@@ -143,6 +198,6 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
 if __name__ == "__main__":
     from . import models
 
-    key = hashlib.sha1(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
+    key = recipe_key(RECIPE)
     print(json.dumps(train_adapter(checkpoint_dir=models.cache_dir() / f"adapter-checkpoint-{key}"), indent=2))
     sys.exit(0)

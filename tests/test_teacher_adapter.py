@@ -48,3 +48,23 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(stand_in, tmp_path, monk
     with pytest.raises(ValueError, match="another recipe"):
         teacher_adapter.train_adapter(tmp_path / "other", progress=False, recipe={**RECIPE, "lr": 5e-4},
                                       checkpoint_dir=tmp_path / "ckpt")
+
+
+def test_a_second_stage_starts_from_the_first_stages_adapter_trained_once(stand_in, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGCOMP_LAB_CACHE", str(tmp_path / "cache"))
+    first = dict(RECIPE, init=None)
+    runs = []
+    train = teacher_adapter.train_adapter
+    monkeypatch.setattr(teacher_adapter, "train_adapter", lambda *a, **k: runs.append(k["recipe"]) or train(*a, **k))
+    folder = teacher_adapter.first_stage(first, progress=False)
+    assert runs == [first] and (folder / "adapter_model.safetensors").is_file()
+    assert teacher_adapter.first_stage(first, progress=False) == folder and runs == [first]  # trained once
+    # a second stage at learning rate 0 moves nothing: it writes the first stage's adapter back
+    meta = train(tmp_path / "second", progress=False, recipe=dict(RECIPE, init=first, lr=0.0))
+    assert meta["recipe"]["init"] == first and runs == [first]
+    a = load_file(folder / "adapter_model.safetensors")
+    b = load_file(tmp_path / "second" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    moved = train(tmp_path / "moved", progress=False, recipe=dict(RECIPE, init=first))
+    c = load_file(tmp_path / "moved" / "adapter_model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a) and moved["losses"][0] == pytest.approx(meta["losses"][0])

@@ -14,6 +14,7 @@ Groups and wordings:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 
@@ -148,6 +149,23 @@ def _written(seed: int) -> tuple[tuple[dict, ...], dict]:
 def documents(seed: int = 0) -> list[dict]:
     """Every document of version 2: {"id", "entity", "type", "text"}, a new list of new dicts."""
     return [dict(d) for d in _written(check_seed(seed))[0]]
+
+
+def document_without(seed: int, name: str, attribute: str) -> str:
+    """The text of `name`'s document written again without its `attribute`, in its group's wordings:
+    a passage that no longer states what a question asks (training rows for refusals, data.augment)."""
+    world = build_world(check_seed(seed), extra=True)
+    by_name = {e.name: e for e in world}
+    if name not in by_name:
+        raise ValueError(f"name={name!r} is not an entity of the test bed of seed {seed}")
+    entity = by_name[name]
+    if entity.fact(attribute) is None:
+        raise ValueError(f"attribute={attribute!r} is not stated about {name}: it has "
+                         f"{', '.join(a for a, _ in entity.facts)}")
+    reduced = dataclasses.replace(entity, facts=tuple(f for f in entity.facts if f[0] != attribute))
+    group = [reduced if e is entity else e for e in world if e.group == entity.group]
+    rng = random.Random(f"without-{seed}-{name}-{attribute}")
+    return _document(rng, reduced, _pool_of(entity.group), group, by_name)[0]["text"]
 
 
 def stated_by(seed: int, name: str, attribute: str) -> list[str]:
