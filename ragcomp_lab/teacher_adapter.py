@@ -39,9 +39,10 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 # CPU with AVX-512 BF16; on one without, BF16 is several times slower than FP32 (set it to None there).
 RECIPE = dict(r=16, lora_alpha=32, epochs=1, batch_size=4, lr=1e-3, warmup_steps=10, seed=0,
               extra_seeds=[1, 2, 3, 4, 5], extra_rows=2400, extra_unanswerable=750, autocast="bfloat16")
-# Attempt 4, a second stage on RECIPE's adapter (init): fresh entities only (seeds 6-10, not seed 0's train
-# split again), a third of the rows refusals, most of them an answerable row's twin with its fact removed
-# (data.augment), and longer values; a lower learning rate, as it starts from a trained adapter.
+# Attempt 4 (measured, not shipped: results/teacher_adapter_attempts.md), a second stage on RECIPE's
+# adapter (init): fresh entities only (seeds 6-10, not seed 0's train split again), a third of the rows
+# refusals, most of them an answerable row's twin with its fact removed (data.augment), and longer
+# values; a lower learning rate, as it starts from a trained adapter.
 ATTEMPT4 = dict(RECIPE, init=RECIPE, seed0=False, lr=5e-4, extra_seeds=[6, 7], extra_rows=800,
                 extra_unanswerable=200, derived_seeds=[8, 9, 10], without_fact=350, longer_values=300)
 
