@@ -13,7 +13,9 @@ The recipe (RECIPE), each part measured against what it replaced:
    `autocast` says why its weight cache is off).
 4. **How long.** Up to `steps`, probed on validation every `probe_every` steps, stopped after
    `patience` probes without a better F1; the best probe's student is the one kept. A run
-   checkpoints under the bed's runs_dir and resumes there, across sittings.
+   checkpoints under the bed's runs_dir and resumes there, across sittings. A machine does not keep
+   that folder from one sitting to the next, so `carry` packs the run into the repository
+   (SHIPPED_RUNS) and `train` resumes from the pack where no checkpoint of the run is at hand.
 
 The no-teacher twin (alpha = 1) trains with the same recipe, data and budget.
 """
@@ -27,11 +29,12 @@ from pathlib import Path
 
 import torch
 
+from . import carry as carrying
 from . import experiments as ex
 from . import heads, layer_choice, models
 from .config import DistillConfig
 from .distill import distill
-from .experiments_pool import PROBE_ROWS, ValidationProbe, pool_soft_targets
+from .experiments_pool import PROBE_ROWS, SHIPPED_RUNS, ValidationProbe, pool_soft_targets
 
 IMPORTANCE_ROWS = 32
 CONFIG = DistillConfig(T=2.0, alpha=0.5, steps=6000, batch_size=8, lr=1e-3, warmup_steps=100, checkpoint_every=100)
@@ -70,9 +73,47 @@ def autocast(name: str | None):
     return nullcontext()
 
 
+def _run(bed: ex.Bed, recipe: dict, pool, layers):
+    """(the run's folder under the bed's runs_dir or None, the folder its pack ships in or None)."""
+    key = _key(layers, recipe["config"].to_dict(), {k: v for k, v in recipe.items() if k != "config"},
+               sorted(pool["id"]))
+    if not bed.runs_dir:
+        return None, None
+    return Path(bed.runs_dir) / f"student-{key}", SHIPPED_RUNS / Path(bed.runs_dir).name / f"student-{key}"
+
+
+def _student(bed: ex.Bed, recipe: dict, layers):
+    student = models.make_student(bed.teacher, keep_layers=layers)
+    if recipe["freeze_embedding"]:
+        student.get_input_embeddings().weight.requires_grad_(False)  # the tied head with it
+    return student
+
+
+def _trainable(student) -> torch.nn.Module:
+    return torch.nn.ModuleDict({"student": student})  # what distill checkpoints (no feature projections here)
+
+
+def carry(bed: ex.Bed, recipe: dict = RECIPE, pool=None, layers=None) -> Path:
+    """Pack the run of this recipe (its latest checkpoint, and its validation curve so far as
+    curve.json) into the folder it ships in, for a sitting on another machine to resume from."""
+    from .data import train_pool
+
+    pool = train_pool() if pool is None else pool
+    layers = chosen_layers(bed, recipe["n_layers"])[0] if layers is None else layers
+    run_dir, shipped = _run(bed, recipe, pool, layers)
+    if run_dir is None or not (run_dir / "latest").is_dir():
+        raise FileNotFoundError(f"no run of this recipe to carry: no checkpoint under {run_dir}")
+    carrying.pack(run_dir, shipped, _trainable(_student(bed, recipe, layers)))
+    curve = run_dir / "curve.json"
+    ex._write_atomic(shipped / "curve.json", curve.read_text() if curve.is_file() else "[]")
+    return shipped
+
+
 def train(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, layers=None):
     """(the best student, with its PromptHead; its run's info): trained with `recipe` on the pool,
-    resumed from the bed's runs_dir when a run with this recipe, pool and layers was started."""
+    resumed from the bed's runs_dir when a run with this recipe, pool and layers was started, else
+    from its carried pack if one ships. After a pack the validation probe starts afresh (the pack
+    holds no best student); the points measured before it are kept in info["carried_curve"]."""
     from .data import rag_splits, train_pool
     from .quant.serialize import load
 
@@ -84,28 +125,32 @@ def train(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, layers
     costs = None
     if layers is None:
         layers, costs = chosen_layers(bed, recipe["n_layers"])
-    key = _key(layers, cfg.to_dict(), {k: v for k, v in recipe.items() if k != "config"}, sorted(pool["id"]))
-    run_dir = Path(bed.runs_dir) / f"student-{key}" if bed.runs_dir else None
-    student = models.make_student(bed.teacher, keep_layers=layers)
-    if recipe["freeze_embedding"]:
-        student.get_input_embeddings().weight.requires_grad_(False)  # the tied head with it
+    run_dir, shipped = _run(bed, recipe, pool, layers)
+    student = _student(bed, recipe, layers)
+    carried_curve = []
+    if shipped is not None and (shipped / "state.json").is_file():
+        carried_curve = json.loads((shipped / "curve.json").read_text())
+        if not (run_dir / "latest").is_dir():
+            carrying.unpack(shipped, run_dir, _trainable(student))
     probe = ValidationProbe(student, bed.tok, probe_rows, min(recipe["probe_every"], cfg.steps),
                             run_dir / "curve.json" if run_dir else None, patience=recipe["patience"],
                             best_dir=run_dir / "best" if run_dir else None)
     resume = run_dir is not None and (run_dir / "latest").is_dir()
+    mine = {p["step"] for p in probe.points}  # the machine that packed the run has its points in both
+    carried_curve = [p for p in carried_curve if p["step"] not in mine]
     teacher, soft = (bed.teacher, pool_soft_targets(bed, pool)) if cfg.alpha < 1 else (None, None)
     with autocast(recipe["autocast"]):
         history = distill(teacher, student, pool, cfg, [probe], checkpoint_dir=run_dir, resume=resume,
                           tok=bed.tok, soft_targets=soft)
     best = load(run_dir / "best") if run_dir is not None and (run_dir / "best").is_dir() else student
     heads.use_prompt_head(best, heads.general_ids(bed.tok))
-    info = {"layers": layers, "removal_cost": costs, "config": cfg.to_dict(),
+    info = {"layers": layers, "removal_cost": costs, "config": cfg.to_dict(), "carried_curve": carried_curve,
             "recipe": {k: v for k, v in recipe.items() if k != "config"}, "pool_rows": len(pool),
             "curve": probe.points, "best": probe.best(), "stopped_at": history.stopped_at,
             "train_seconds_this_sitting": round(history.seconds, 1),
             # over every sitting: each step's and each probe's wall time, kept in the checkpoints and the curve
             "train_seconds": round(sum(r.get("seconds", 0.0) for r in history.losses)
-                                   + sum(p.get("seconds", 0.0) for p in probe.points), 1),
+                                   + sum(p.get("seconds", 0.0) for p in carried_curve + probe.points), 1),
             "losses": history.losses[:: max(1, len(history.losses) // 200)]}
     return best, info
 

@@ -3,6 +3,7 @@ frozen, early stopping with the best student kept, a PromptHead to answer, and a
 trains nothing again."""
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import ragcomp_lab as rl
 from ragcomp_lab import experiments_student as es
@@ -100,3 +101,30 @@ def test_a_bf16_run_trains_the_weights_the_optimizer_moves(make_bed, tmp_path, m
     assert len(first) == 3 and resumed[:3] == first
     assert resumed == whole
     assert whole[-1] < whole[0]  # lr 1e-2 on six rows: the loss falls
+
+
+def test_a_carried_run_resumes_on_a_machine_without_its_checkpoints(make_bed, tmp_path, monkeypatch):
+    monkeypatch.setattr(es, "SHIPPED_RUNS", tmp_path / "shipped")
+    bed = make_bed(8, 3, runs_dir=tmp_path / "runs")
+    probe_rows = rl.data.rag_splits(seed=0)["validation"].select(range(2))
+
+    def recipe(steps):
+        return {**es.RECIPE, "n_layers": 1, "probe_every": 2, "patience": None, "autocast": None,
+                "config": DistillConfig(T=2.0, alpha=0.5, steps=steps, batch_size=2, lr=1e-3, checkpoint_every=2)}
+    with pytest.raises(FileNotFoundError, match="no run of this recipe"):
+        es.carry(bed, recipe(4), pool=bed.train, layers=[1])
+    _, first = es.train(bed, recipe(4), pool=bed.train, probe_rows=probe_rows, layers=[1])
+    shipped = es.carry(bed, recipe(4), pool=bed.train, layers=[1])
+    assert shipped.parent == tmp_path / "shipped" / "runs" and (shipped / "weights.safetensors").is_file()
+    # another machine: no runs folder; the same recipe, run for longer (a new key), is not this pack's
+    other = make_bed(8, 3, runs_dir=tmp_path / "elsewhere" / "runs")
+    student, unpacked = es.train(other, recipe(4), pool=bed.train, probe_rows=probe_rows, layers=[1])
+    assert unpacked["train_seconds_this_sitting"] < 1  # nothing trained again: it resumed at step 4 of 4
+    assert unpacked["carried_curve"] == first["curve"] and unpacked["curve"] == []
+    assert unpacked["train_seconds"] == pytest.approx(first["train_seconds"], rel=0.01)
+    assert [r["total"] for r in unpacked["losses"]] == pytest.approx([r["total"] for r in first["losses"]])
+    (latest,) = (tmp_path / "runs").glob("student-*/latest/model.safetensors")
+    trained = {k.removeprefix("student."): v for k, v in load_file(latest).items()}
+    mine = student.state_dict()
+    changed = [k for k in trained if "layers" in k and "weight" in k]
+    assert changed and all(torch.allclose(mine[k], trained[k], rtol=1e-3, atol=1e-3) for k in changed)  # FP16 carry
