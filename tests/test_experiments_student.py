@@ -128,3 +128,18 @@ def test_a_carried_run_resumes_on_a_machine_without_its_checkpoints(make_bed, tm
     mine = student.state_dict()
     changed = [k for k in trained if "layers" in k and "weight" in k]
     assert changed and all(torch.allclose(mine[k], trained[k], rtol=1e-3, atol=1e-3) for k in changed)  # FP16 carry
+
+
+def test_shipped_removal_costs_of_the_same_teacher_are_read_instead_of_measured(make_bed, tmp_path, monkeypatch):
+    monkeypatch.setattr(es, "SHIPPED_RUNS", tmp_path / "shipped")
+    bed = make_bed(8, 3, runs_dir=tmp_path / "teacher-abc")
+    rows = rl.data.rag_splits(seed=0)["train"].select(range(es.IMPORTANCE_ROWS))
+    name = f"removal-cost-{es._key({'prompt': list(rows['prompt']), 'answer': list(rows['answer'])}, bed.teacher.config.to_dict())}.json"
+    (tmp_path / "shipped" / "teacher-abc").mkdir(parents=True)
+    (tmp_path / "shipped" / "teacher-abc" / name).write_text("[0.5, 7.0]")
+    monkeypatch.setattr(es.layer_choice, "removal_cost", lambda *a, **k: pytest.fail("measured again"))
+    assert es.chosen_layers(bed, 1) == ([1], [0.5, 7.0])
+    other = make_bed(8, 3, runs_dir=tmp_path / "teacher-xyz")  # another teacher's folder: nothing shipped for it
+    monkeypatch.setattr(es.layer_choice, "removal_cost", lambda *a, **k: [3.0, 1.0])
+    assert es.chosen_layers(other, 1) == ([0], [3.0, 1.0])
+    assert (tmp_path / "teacher-xyz" / name).is_file()  # kept for the next call
