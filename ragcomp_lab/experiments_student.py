@@ -54,7 +54,8 @@ def chosen_layers(bed: ex.Bed, n_layers: int, rows=None) -> tuple[list[int], lis
 
     rows = rag_splits(seed=0)["train"].select(range(IMPORTANCE_ROWS)) if rows is None else rows
     rows = {"prompt": list(rows["prompt"]), "answer": list(rows["answer"])}
-    name = f"removal-cost-{_key(rows, bed.teacher.config.to_dict())}.json"
+    config = {k: v for k, v in bed.teacher.config.to_dict().items() if k != "transformers_version"}  # same weights
+    name = f"removal-cost-{_key(rows, config)}.json"
     saved = Path(bed.runs_dir) / name if bed.runs_dir else None
     # a shipped file sits in a folder named as the runs_dir, which holds the teacher's digest
     found = [p for p in (SHIPPED_RUNS / saved.parent.name / name, saved) if p.is_file()] if saved else []

@@ -134,7 +134,8 @@ def test_shipped_removal_costs_of_the_same_teacher_are_read_instead_of_measured(
     monkeypatch.setattr(es, "SHIPPED_RUNS", tmp_path / "shipped")
     bed = make_bed(8, 3, runs_dir=tmp_path / "teacher-abc")
     rows = rl.data.rag_splits(seed=0)["train"].select(range(es.IMPORTANCE_ROWS))
-    name = f"removal-cost-{es._key({'prompt': list(rows['prompt']), 'answer': list(rows['answer'])}, bed.teacher.config.to_dict())}.json"
+    config = {k: v for k, v in bed.teacher.config.to_dict().items() if k != "transformers_version"}
+    name = f"removal-cost-{es._key({'prompt': list(rows['prompt']), 'answer': list(rows['answer'])}, config)}.json"
     (tmp_path / "shipped" / "teacher-abc").mkdir(parents=True)
     (tmp_path / "shipped" / "teacher-abc" / name).write_text("[0.5, 7.0]")
     monkeypatch.setattr(es.layer_choice, "removal_cost", lambda *a, **k: pytest.fail("measured again"))
@@ -143,3 +144,5 @@ def test_shipped_removal_costs_of_the_same_teacher_are_read_instead_of_measured(
     monkeypatch.setattr(es.layer_choice, "removal_cost", lambda *a, **k: [3.0, 1.0])
     assert es.chosen_layers(other, 1) == ([0], [3.0, 1.0])
     assert (tmp_path / "teacher-xyz" / name).is_file()  # kept for the next call
+    monkeypatch.setattr(bed.teacher.config, "transformers_version", "0.0.1")  # another release reads the same file
+    assert es.chosen_layers(bed, 1) == ([1], [0.5, 7.0])
