@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE := 1
 export PYTHONWARNINGS := ignore::DeprecationWarning
 NOTEBOOKS := $(shell ls book/*.ipynb labs/*.ipynb 2>/dev/null)
 
-.PHONY: setup book lab test bench experiments notebooks teacher-adapter teacher-answers clean
+.PHONY: setup book lab test bench experiments notebooks teacher-adapter teacher-answers student clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ teacher-adapter: setup   # the LoRA adapter that teaches SmolLM2 the answer form
 	$(PY) -m ragcomp_lab.teacher_adapter
 teacher-answers: setup   # the teacher's answers to all 1,080 questions, and the train split's top-32 cache
 	$(PY) -m ragcomp_lab.data.teacher
+
+# The shipped student (ragcomp_lab/students/rag-student) and its card results/student.json: the distilled
+# student and its no-teacher twin, hours on 2 cores; resumes a run started before, a carried one included.
+student: setup
+	$(PY) -m ragcomp_lab.cli experiments student
 
 clean:
 	rm -rf book/_build build

@@ -248,6 +248,8 @@ EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": 
                "pool_run": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_run"]).pool_run(bed),
                "pool_kd": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_kd"]).pool_kd(bed),
                "teacher": lambda bed: __import__("ragcomp_lab.experiments_teacher", fromlist=["teacher_run"]).teacher_run(bed),
+               "student": lambda bed: __import__("ragcomp_lab.experiments_student",
+                                                 fromlist=["student_run"]).student_run(bed),
                "ptq_vs_qat_pool": lambda bed: __import__("ragcomp_lab.experiments_quant",
                                                          fromlist=["ptq_vs_qat"]).ptq_vs_qat(bed, source="pool"),
                # writes after each of its hour-long runs and keeps those already written: it needs out_dir

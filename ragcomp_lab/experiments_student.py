@@ -171,3 +171,59 @@ def scored(bed: ex.Bed, student, splits=None) -> dict:
         answers = teacher_answers(student, bed.tok, splits[name], batch_size=16, progress=False)
         out[name] = {**split_metrics(answers, splits[name]), "answers": answers}
     return out
+
+
+def _arms(bed: ex.Bed, student, twin, splits) -> dict:
+    """{arm: {split: greedy answers}}: the teacher's shipped answers, the student, its INT8 weight-only
+    copy, and the no-teacher twin."""
+    from .config import QuantConfig
+    from .data import teacher_answers, with_teacher_answers
+    from .quant.api import quantize
+
+    models_ = {"student": student, "student INT8": quantize(student, QuantConfig(bits=8, mode="weight_only")),
+               "no teacher": twin}
+    arms = {"teacher": {s: list(with_teacher_answers(splits[s])["teacher_answer"]) for s in SPLITS}}
+    for name, model in models_.items():
+        arms[name] = {s: teacher_answers(model, bed.tok, splits[s], batch_size=16, progress=False) for s in SPLITS}
+    return arms, models_
+
+
+def student_run(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, layers=None, folder=None,
+                splits=None) -> tuple[list[dict], dict]:
+    """The shipped student and its card: the distilled student and its no-teacher twin trained with
+    `recipe` (train, each resumable), scored on SPLITS with the teacher's shipped answers beside
+    them; the student's and its INT8 copy's share of the teacher's F1 (paired.share); distilled
+    against no teacher (paired.compare); decoding timed side by side with the teacher, each on its
+    faster thread count; the student saved by models.save_student into `folder`. Rows: one per
+    (arm, split); info: the card (results/student.json)."""
+    from .bench_models import decode_costs, thread_counts
+    from .data import rag_splits
+    from .experiments_teacher import split_metrics
+    from .paired import compare, share
+
+    splits = rag_splits(seed=0) if splits is None else splits
+    student, info = train(bed, recipe, pool, probe_rows, layers)
+    no_teacher = {**recipe, "config": dataclasses.replace(recipe["config"], alpha=1.0)}
+    twin, twin_info = train(bed, no_teacher, pool, probe_rows, info["layers"])
+    arms, timed = _arms(bed, student, twin, splits)
+    rows = [{"model": arm, "split": s, **split_metrics(answers[s], splits[s]), "answers": answers[s]}
+            for arm, answers in arms.items() for s in SPLITS]
+    kept = {s: share(arms["teacher"][s], arms["student"][s], splits[s]) for s in SPLITS}
+    kept8 = {s: share(arms["teacher"][s], arms["student INT8"][s], splits[s]) for s in SPLITS}
+    versus = {s: compare(arms["no teacher"][s], arms["student"][s], splits[s], metrics=("f1",))[0] for s in SPLITS}
+    cost = decode_costs({"teacher": bed.teacher, **{k: timed[k] for k in ("student", "student INT8")}}, bed.tok,
+                        splits["test"]["prompt"][0], threads=thread_counts())
+    saved = models.save_student(student, models.STUDENT_DIR if folder is None else folder)
+    head = student.get_output_embeddings()
+    card = {"f1_retained": kept["test"]["share"], "f1_retained_int8": kept8["test"]["share"],
+            "decode_speedup": cost["teacher"]["ms_per_token"] / cost["student"]["ms_per_token"],
+            "decode_speedup_int8": cost["teacher"]["ms_per_token"] / cost["student INT8"]["ms_per_token"],
+            "decode_bound": models.weights_per_token(bed.teacher) / models.weights_per_token(student),
+            "layers": info["layers"], "head_tokens": f"each prompt's own ids + {len(head.general)} general ids",
+            "train_cpu_hours": (info["train_seconds"] + twin_info["train_seconds"]) * ex.machine()["cores"] / 3600,
+            "f1_retained_by_split": kept, "f1_retained_int8_by_split": kept8, "distilled_vs_no_teacher": versus,
+            "hallucination": {arm: {r["split"]: r["hallucination"] for r in rows if r["model"] == arm} for arm in arms},
+            "decode_costs": cost, "saved": str(saved), "saved_mb": sum(f.stat().st_size for f in Path(saved).iterdir()) / 1e6,
+            "run": {k: v for k, v in info.items() if k != "losses"}, "no_teacher_run": {
+                k: v for k, v in twin_info.items() if k != "losses"}}
+    return rows, card

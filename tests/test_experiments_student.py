@@ -146,3 +146,26 @@ def test_shipped_removal_costs_of_the_same_teacher_are_read_instead_of_measured(
     assert (tmp_path / "teacher-xyz" / name).is_file()  # kept for the next call
     monkeypatch.setattr(bed.teacher.config, "transformers_version", "0.0.1")  # another release reads the same file
     assert es.chosen_layers(bed, 1) == ([1], [0.5, 7.0])
+
+
+def test_the_student_card_scores_times_and_ships_the_student(make_bed, tmp_path):
+    bed = make_bed(8, 3, runs_dir=tmp_path / "runs")
+    full = rl.data.rag_splits(seed=0)
+    splits = {s: full[s].select(range(4)) for s in es.SPLITS}
+    recipe = {**es.RECIPE, "n_layers": 1, "probe_every": 2, "patience": None, "autocast": None,
+              "config": DistillConfig(T=2.0, alpha=0.5, steps=2, batch_size=2, lr=1e-3, checkpoint_every=2)}
+    rows, card = es.student_run(bed, recipe, pool=bed.train, probe_rows=splits["test"], folder=tmp_path / "shipped",
+                                splits=splits)
+    assert {(r["model"], r["split"]) for r in rows} == {(m, s) for m in ("teacher", "student", "student INT8",
+                                                                         "no teacher") for s in es.SPLITS}
+    teacher_test = next(r for r in rows if r["model"] == "teacher" and r["split"] == "test")
+    assert teacher_test["answers"] == list(rl.data.with_teacher_answers(splits["test"])["teacher_answer"])
+    assert card["layers"] == card["run"]["layers"] == card["no_teacher_run"]["layers"]
+    assert card["no_teacher_run"]["config"]["alpha"] == 1.0 and card["run"]["config"]["alpha"] == 0.5
+    for key in ("f1_retained", "f1_retained_int8"):  # the share of the teacher's F1 on the test split
+        assert card[key] == card[f"{key}_by_split"]["test"]["share"] and 0 <= card[key] <= 1.5
+    assert card["decode_speedup"] > 0 and card["decode_speedup_int8"] > 0 and card["decode_bound"] > 0
+    assert card["train_cpu_hours"] > 0 and "general ids" in card["head_tokens"]
+    assert set(card["distilled_vs_no_teacher"]) == set(es.SPLITS)
+    student, _ = rl.models.load_student(teacher=(bed.teacher, bed.tok), folder=tmp_path / "shipped")
+    assert isinstance(student.get_output_embeddings(), heads.PromptHead) and student.config.num_hidden_layers == 1
