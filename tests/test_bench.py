@@ -171,3 +171,21 @@ def test_error_compensation_row_compares_gptq_with_round_to_nearest_at_the_same_
     lost = lambda p: 100 * (p / fp32 - 1)  # noqa: E731
     assert r["value"] == pytest.approx(lost(rtn) - lost(gptq), abs=1e-3)
     assert r["met"] == (gptq < rtn) and rtn != gptq  # GPTQ really chose other codes
+
+
+def test_shipped_student_rows_are_not_met_until_a_student_ships_then_measured(make_bed, tmp_path):
+    """Without a shipped student, four rows say why they are not measured; with one (a 1-layer stand-in
+    saved as make student saves it), F1 shares and side-by-side decoding ratios against the teacher."""
+    from ragcomp_lab import bench_models, heads, models
+
+    bed = make_bed(4, 6)
+    missing = bench_models.shipped_student(bed.teacher, bed.tok, bed.test, 0.5, folder=tmp_path / "none")
+    assert len(missing) == 4 and all(r["value"] is None and not r["met"] and "make student" in r["note"]
+                                     for r in missing)
+    student = models.make_student(bed.teacher, keep_layers=[1])
+    heads.use_prompt_head(student, heads.general_ids(bed.tok))
+    models.save_student(student, tmp_path / "student")
+    rows = bench_models.shipped_student(bed.teacher, bed.tok, bed.test, 0.5, folder=tmp_path / "student")
+    assert [r["name"] for r in rows] == [r["name"] for r in missing]
+    assert all(r["value"] is not None and r["value"] >= 0 for r in rows)
+    assert [r["floor"] for r in rows] == [0.9, 4.0, 0.85, 8.0] and all("bounds FP32" in r["note"] for r in rows[1::2])
