@@ -173,9 +173,9 @@ def scored(bed: ex.Bed, student, splits=None) -> dict:
     return out
 
 
-def _arms(bed: ex.Bed, student, twin, splits) -> dict:
-    """{arm: {split: greedy answers}}: the teacher's shipped answers, the student, its INT8 weight-only
-    copy, and the no-teacher twin."""
+def _arms(bed: ex.Bed, student, twin, splits) -> tuple[dict, dict]:
+    """({arm: {split: greedy answers}}, {arm: model}): the teacher's shipped answers, the student, its
+    INT8 weight-only copy, and the no-teacher twin."""
     from .config import QuantConfig
     from .data import teacher_answers, with_teacher_answers
     from .quant.api import quantize
@@ -223,7 +223,8 @@ def student_run(bed: ex.Bed, recipe: dict = RECIPE, pool=None, probe_rows=None, 
             "train_cpu_hours": (info["train_seconds"] + twin_info["train_seconds"]) * ex.machine()["cores"] / 3600,
             "f1_retained_by_split": kept, "f1_retained_int8_by_split": kept8, "distilled_vs_no_teacher": versus,
             "hallucination": {arm: {r["split"]: r["hallucination"] for r in rows if r["model"] == arm} for arm in arms},
-            "decode_costs": cost, "saved": str(saved), "saved_mb": sum(f.stat().st_size for f in Path(saved).iterdir()) / 1e6,
+            "decode_costs": cost, "saved": str(saved),
+            "saved_mb": sum(f.stat().st_size for f in Path(saved).iterdir()) / 1e6,
             "run": {k: v for k, v in info.items() if k != "losses"}, "no_teacher_run": {
                 k: v for k, v in twin_info.items() if k != "losses"}}
     return rows, card

@@ -59,16 +59,20 @@ def test_without_fact_removes_the_answer_from_its_passage_only(rows, world):
         assert twin["answer"] == data.REFUSAL and twin["kind"] == "unanswerable" and twin["query"] == row["query"]
         assert twin["prompt"] == data.build_prompt(row["query"], twin["passages"])
         assert world[entity.name].fact(attribute) == row["answer"]
-        # no passage left states it: the other passages never did, and the rewritten one lost it
+        # no other passage states it (the first test checks that a rewritten document loses it)
         assert set(varied.stated_by(SEED, entity.name, attribute)) & set(row["passage_ids"]) == {entity.doc_id}
+
+
+def _name_and_attribute(row):
+    entity, attribute = augment.asked_fact(row, SEED)
+    return entity.name, attribute
 
 
 def test_without_fact_gives_none_where_the_fact_stays_stated(rows):
     unanswerable = next(r for r in rows if r["kind"] == "unanswerable")
     assert augment.without_fact(unanswerable, SEED) is None
     both_sides = [r for r in rows if r["kind"] != "unanswerable" and augment.asked_fact(r, SEED) is not None
-                  and len(set(varied.stated_by(SEED, augment.asked_fact(r, SEED)[0].name, augment.asked_fact(r, SEED)[1]))
-                          & set(r["passage_ids"])) > 1]
+                  and len(set(varied.stated_by(SEED, *_name_and_attribute(r))) & set(r["passage_ids"])) > 1]
     assert both_sides and all(augment.without_fact(r, SEED) is None for r in both_sides)
 
 
