@@ -141,3 +141,25 @@ def test_rows_split_over_threads_give_the_same_output_as_one_thread(bits):
         torch.set_num_threads(before)
     assert torch.equal(one, two)
     torch.testing.assert_close(two, F.linear(x, m.dequantized_weight()), rtol=1e-5, atol=1e-5)
+
+
+def test_a_lock_file_left_by_a_killed_build_is_cleared_not_waited_on(tmp_path):
+    # torch waits while build_dir/lock exists; a build killed inside torch's load leaves it behind
+    (tmp_path / "lock").write_text("")
+    with kernels._build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+    assert (tmp_path / "build.flock").is_file()  # the OS lock's file stays; the OS frees the lock itself
+
+
+def test_the_os_lock_keeps_a_second_builder_out_until_the_first_ends(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    with kernels._build_lock(tmp_path), open(tmp_path / "build.flock") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / "build.flock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+
+
+def test_the_kernels_are_built_in_their_own_folder_under_torch_extensions_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert kernels.build_dir().parent.parent == tmp_path and kernels.build_dir().name == kernels.NAME

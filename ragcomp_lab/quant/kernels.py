@@ -11,7 +11,9 @@ symmetric or with zero-points.
 Compiled once per machine on first use (torch.utils.cpp_extension with ninja, about a minute;
 cached under TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), with -march=native so
 that the AVX2 + FMA path is used where the CPU has it. Where no compiler is found the build
-fails once, a warning says why, and QuantLinear keeps its PyTorch path.
+fails once, a warning says why, and QuantLinear keeps its PyTorch path. torch guards a build with a
+lock file that a process killed mid-build leaves behind, and every later process then waits on it
+forever; `_build_lock` holds an OS lock instead (freed when its holder dies) and clears such a file.
 
 Measured on the 2-core AMD EPYC (AVX2), one token, 1 thread: the 49152 x 576 LM head in INT8 3.3 ms
 against FP32's 9.9 (8.7 G weights/s, about the DRAM bandwidth), the 576 / 1536-wide layers at ~7 G
@@ -23,8 +25,10 @@ Blocks of dequantized rows beat the kernel from ~16 tokens, so a prompt's forwar
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -33,6 +37,33 @@ import torch
 SOURCE = Path(__file__).with_name("csrc") / "weight_only.cpp"
 MAX_TOKENS = 8  # above this many rows the blocked dequantize + F.linear (a real GEMM) is faster
 DISABLE_ENV = "RAGCOMP_NO_KERNELS"  # set to 1: never build, always the PyTorch path
+NAME = "ragcomp_weight_only"
+
+
+def build_dir() -> Path:
+    """Where the kernels are built: py<version>_cpu/ragcomp_weight_only under $TORCH_EXTENSIONS_DIR,
+    else under ~/.cache/torch_extensions (torch's default place)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / NAME
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """One build at a time per folder, by a lock the OS frees when its holder dies. Inside it no other
+    process of ours is building, so a `lock` file there was left by a killed build: it is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: torch's lock file alone
+        yield
+        return
+    with open(folder / "build.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (folder / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @functools.cache
@@ -41,12 +72,13 @@ def _module():
         return None
     try:
         from torch.utils.cpp_extension import load
-        with warnings.catch_warnings():
+        folder = build_dir()
+        with warnings.catch_warnings(), _build_lock(folder):
             warnings.simplefilter("ignore")
             # -fopenmp: at::parallel_for in an extension is serial without it. The libgomp.so.1 linked
             # is the one torch already loaded (same soname), so there is one OpenMP runtime and
             # torch.set_num_threads governs both
-            return load(name="ragcomp_weight_only", sources=[str(SOURCE)],
+            return load(name=NAME, sources=[str(SOURCE)], build_directory=str(folder),
                         extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja, an unsupported platform: the PyTorch path still works
         warnings.warn(f"the weight-only decoding kernels could not be built ({type(e).__name__}: {str(e)[:200]}); "
