@@ -180,7 +180,7 @@ def _arms(bed: ex.Bed, student, twin, splits) -> tuple[dict, dict]:
     from .data import teacher_answers, with_teacher_answers
     from .quant.api import quantize
 
-    models_ = {"student": student, "student INT8": quantize(student, QuantConfig(bits=8, mode="weight_only")),
+    models_ = {"student": student, "student INT8": quantize(student, QuantConfig(**models.STUDENT_INT8)),
                "no teacher": twin}
     arms = {"teacher": {s: list(with_teacher_answers(splits[s])["teacher_answer"]) for s in SPLITS}}
     for name, model in models_.items():

@@ -214,6 +214,7 @@ def weights_per_token(model) -> int:
 
 STUDENT_DIR = Path(__file__).with_name("students") / "rag-student"  # built by `make student`
 EMBEDDING = "model.embed_tokens.weight"
+STUDENT_INT8 = dict(bits=8, mode="weight_only")  # the shipped student's quantized copy: QuantConfig(**STUDENT_INT8)
 
 
 def save_student(student, folder=STUDENT_DIR) -> Path:
@@ -248,5 +249,5 @@ def load_student(quantized: bool = False, teacher=None, folder=None):
             if buf.is_floating_point() and name in theirs and theirs[name].shape == buf.shape:
                 buf.copy_(theirs[name])
     if quantized:
-        student = quantize(student, QuantConfig(bits=8, mode="weight_only"))
+        student = quantize(student, QuantConfig(**STUDENT_INT8))
     return student.eval(), tok

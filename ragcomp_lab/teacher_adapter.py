@@ -93,6 +93,13 @@ def recipe_key(recipe: dict) -> str:
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def checkpoint_folder(recipe: dict) -> Path:
+    """Where the resumable checkpoints of `recipe`'s training live, under the user cache."""
+    from . import models
+
+    return models.cache_dir() / f"adapter-checkpoint-{recipe_key(recipe)}"
+
+
 def first_stage(init, progress: bool = True) -> Path:
     """The folder of the adapter a second stage starts from: `init` names a folder beside the shipped
     adapter, or is a recipe, whose adapter is trained (once, resumably) under the user cache."""
@@ -102,7 +109,7 @@ def first_stage(init, progress: bool = True) -> Path:
         return ADAPTER_DIR.parent / init
     folder = models.cache_dir() / f"adapter-{recipe_key(init)}"
     if not (folder / "adapter_model.safetensors").is_file():
-        train_adapter(folder, progress, recipe=init, checkpoint_dir=folder.with_name(folder.name + "-checkpoint"))
+        train_adapter(folder, progress, recipe=init, checkpoint_dir=checkpoint_folder(init))
     return folder
 
 
@@ -197,8 +204,5 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
 
 
 if __name__ == "__main__":
-    from . import models
-
-    key = recipe_key(RECIPE)
-    print(json.dumps(train_adapter(checkpoint_dir=models.cache_dir() / f"adapter-checkpoint-{key}"), indent=2))
+    print(json.dumps(train_adapter(checkpoint_dir=checkpoint_folder(RECIPE)), indent=2))
     sys.exit(0)

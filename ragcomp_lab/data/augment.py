@@ -10,7 +10,7 @@ answer is a span of one to three words, so it cut the new domain's longer values
 - `without_fact(row, seed)`: the same question, the passage that stated its answer written again
   without that fact, so the gold answer is the refusal. Paired with the row itself, the two
   differ only in whether the fact is there.
-- `longer_value(row, rng)`: the answer's value replaced, in the passage and in the gold answer,
+- `longer_value(row, seed, rng)`: the answer's value replaced, in the passage and in the gold answer,
   by a longer value of the same kind ("2 years" -> "2 to 3 years", "red" -> "dark red").
 
 Neither uses a held-out wording, entity kind or attribute.
@@ -20,9 +20,8 @@ from __future__ import annotations
 import random
 import re
 
-from .kb import build_world
 from .prompt import REFUSAL, build_prompt
-from .varied import document_without, stated_by
+from .varied import document_without, entities_by_name, stated_by
 
 # unit -> (the smaller unit, its largest count): "21 kilograms" -> "21 kilograms and 300 grams"
 SUBUNITS = {"years": ("months", 11), "year": ("months", 11), "dollars": ("cents", 99), "dollar": ("cents", 99),
@@ -37,8 +36,7 @@ def asked_fact(row: dict, seed: int):
     or None when the row is unanswerable or its answer is the value of several attributes."""
     if row["kind"] not in ("single_fact", "two_hop"):
         return None
-    by_name = {e.name: e for e in build_world(seed, extra=True)}
-    entity = by_name.get(row["entities"][0 if row["kind"] == "single_fact" else 1])
+    entity = entities_by_name(seed).get(row["entities"][0 if row["kind"] == "single_fact" else 1])
     attributes = [a for a, v in entity.facts if v == row["answer"]] if entity is not None else []
     return (entity, attributes[0]) if len(attributes) == 1 else None
 

@@ -151,11 +151,22 @@ def documents(seed: int = 0) -> list[dict]:
     return [dict(d) for d in _written(check_seed(seed))[0]]
 
 
+@functools.lru_cache(maxsize=8)
+def _world(seed: int) -> tuple:
+    return tuple(build_world(seed, extra=True))
+
+
+def entities_by_name(seed: int) -> dict:
+    """{name: kb.Entity} of the test bed of `seed` (frozen entities; the world is built once per seed:
+    data.augment asks for it once per training row)."""
+    return {e.name: e for e in _world(check_seed(seed))}
+
+
 def document_without(seed: int, name: str, attribute: str) -> str:
     """The text of `name`'s document written again without its `attribute`, in its group's wordings:
     a passage that no longer states what a question asks (training rows for refusals, data.augment)."""
-    world = build_world(check_seed(seed), extra=True)
-    by_name = {e.name: e for e in world}
+    world = _world(check_seed(seed))
+    by_name = entities_by_name(seed)
     if name not in by_name:
         raise ValueError(f"name={name!r} is not an entity of the test bed of seed {seed}")
     entity = by_name[name]
