@@ -345,6 +345,15 @@ def test_save_stores_codes_not_floats(model, tmp_path):
                                                      "dtype": "float32"}
 
 
+def test_save_keeps_no_path_of_the_machine_it_ran_on(model, tmp_path):
+    q = rl.quantize(model, rl.QuantConfig(bits=8))
+    q.config._name_or_path = str(tmp_path / "where-it-was-loaded-from")
+    saved = rl.save(q, tmp_path / "m")
+    assert "where-it-was-loaded-from" not in (saved / serialize.META).read_text()
+    x = torch.randint(0, 256, (1, 5))
+    torch.testing.assert_close(rl.load(saved)(x).logits, q(x).logits)
+
+
 def test_save_is_atomic(model, tmp_path, monkeypatch):
     path = rl.save(model, tmp_path / "m")
     q = rl.quantize(model, rl.QuantConfig(bits=4))

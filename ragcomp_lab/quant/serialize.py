@@ -107,7 +107,9 @@ def save(model: nn.Module, path, omit=()) -> Path:
         raise ValueError(f"omit={unknown[:3]} names no tensor that save writes; it writes e.g. {sorted(tensors)[:3]}")
     omitted = {k: _tensor_record(tensors.pop(k)) for k in omit}
     cfg = getattr(model, api.ATTR, None)
-    meta = {"format": FORMAT, "hf_config": model.config.to_dict(), "dtype": _dtype_name(_model_dtype(model)),
+    # _name_or_path is the folder the model was loaded from on this machine: no use elsewhere
+    hf_config = {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+    meta = {"format": FORMAT, "hf_config": hf_config, "dtype": _dtype_name(_model_dtype(model)),
             "quant_config": cfg.to_dict() if cfg is not None else None, "modules": specs, "tied": tied,
             "buffers": sorted(buffers), "omitted": omitted}
     path.parent.mkdir(parents=True, exist_ok=True)
