@@ -45,6 +45,9 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(stand_in, tmp_path, monk
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(tmp_path / "broken" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for folder, meta in (("whole", whole), ("broken", resumed)):  # each adapter ships with how it was trained
+        written = json.loads((tmp_path / folder / "training.json").read_text())
+        assert written["steps"] == 5 and written["losses"] == meta["losses"] and written["recipe"] == meta["recipe"]
     with pytest.raises(ValueError, match="another recipe"):
         teacher_adapter.train_adapter(tmp_path / "other", progress=False, recipe={**RECIPE, "lr": 5e-4},
                                       checkpoint_dir=tmp_path / "ckpt")
