@@ -248,6 +248,7 @@ EXPERIMENTS = {"kd_vs_hard": kd_vs_hard, "student_size": student_size, "sweep": 
                "pool_run": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_run"]).pool_run(bed),
                "pool_kd": lambda bed: __import__("ragcomp_lab.experiments_pool", fromlist=["pool_kd"]).pool_kd(bed),
                "teacher": lambda bed: __import__("ragcomp_lab.experiments_teacher", fromlist=["teacher_run"]).teacher_run(bed),
+               "heads": lambda bed: __import__("ragcomp_lab.experiments_heads", fromlist=["head_designs"]).head_designs(bed),
                "student": lambda bed: __import__("ragcomp_lab.experiments_student",
                                                  fromlist=["student_run"]).student_run(bed),
                "ptq_vs_qat_pool": lambda bed: __import__("ragcomp_lab.experiments_quant",

@@ -107,3 +107,10 @@ def test_missing_splits_and_an_empty_pool_are_refused(make_bed):
     full = {name: _columns([REFUSAL]) for name in ("test", "test_new_wording", "test_new_domain")}
     with pytest.raises(ValueError, match="pool has no rows"):
         eh.head_designs(bed, n_layers=1, splits=full, pool={"prompt": [], "answer": []})
+
+
+def test_ragcomp_lab_experiments_heads_runs_head_designs(monkeypatch):
+    from ragcomp_lab import experiments
+
+    monkeypatch.setattr(eh, "head_designs", lambda bed: ([{"design": "tied", "bed": bed}], {}))
+    assert experiments.EXPERIMENTS["heads"]("the bed") == ([{"design": "tied", "bed": "the bed"}], {})
