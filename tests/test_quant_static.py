@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import ragcomp_lab as rl
 from ragcomp_lab.quant import observers, primitives, static
 from ragcomp_lab.quant.static import StaticQuantLinear
+from ragcomp_lab.quant.targets import linear_targets
 from test_quant_api import IDS, tiny
 
 with warnings.catch_warnings():  # torch.ao.quantization is deprecated, but it is the reference
@@ -205,7 +206,7 @@ def test_per_tensor_weights_are_no_better_than_per_channel_with_an_outlier_chann
 
 
 def test_moving_average_follows_its_recurrence_over_batches(model):
-    targets = static.api._targets(model, ())
+    targets = linear_targets(model, ())
     one = static.calibrate(model, targets, CALIB[:1], "moving_average")
     first = static.calibrate(model, targets, CALIB[:1], "minmax")
     per_batch = [static.calibrate(model, targets, [b], "minmax") for b in CALIB]
@@ -238,7 +239,7 @@ def test_calib_accepts_ids_and_tokenizer_dicts_with_padding(model):
 
 
 def test_padding_positions_are_not_observed(model):
-    targets = static.api._targets(model, ())
+    targets = linear_targets(model, ())
     ids = CALIB[0]
     padded = {"input_ids": torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], 1),
               "attention_mask": torch.cat([torch.ones(2, 16), torch.zeros(2, 5)], 1).long()}

@@ -19,15 +19,15 @@ inputs (H_jj = 0) get H_jj = 1 and weight 0, dampening damp * mean(diag H). Choi
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from .. import _validate
-from . import api, packing, primitives
+from . import packing, primitives
 from .linear import QuantEmbedding, QuantLinear, _scale_dtype, _store_scale
 from .primitives import int_range, qparams
+from .targets import calibration_batches, linear_targets, set_module, tied_embeddings
 
 # the order inside a Llama-family decoder layer; a target matching no stage is quantized last
 STAGES = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
@@ -155,27 +155,6 @@ class _Stop(Exception):
     """Raised by a hook that has what it needs: the rest of the forward is not run."""
 
 
-def _batches(calib) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    if calib is None or not isinstance(calib, (list, tuple)):
-        shown = repr(calib) if calib is None or isinstance(calib, str) and len(calib) < 40 else type(calib).__name__
-        raise ValueError(f"calib={shown} is not allowed: gptq needs a non-empty list of batches, each a dict with "
-                         f"input_ids (and attention_mask) or an input_ids tensor")
-    if not calib:
-        raise ValueError("calib is empty: gptq needs at least one calibration batch")
-    out = []
-    for i, b in enumerate(calib):
-        ids, mask = (b, None) if isinstance(b, torch.Tensor) else (
-            (b["input_ids"], b.get("attention_mask")) if isinstance(b, Mapping) and "input_ids" in b else (None, None))
-        if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.dim() not in (1, 2) or not ids.numel():
-            raise ValueError(f"calib[{i}] is not allowed ({type(b).__name__}): use a dict with a non-empty integer "
-                             f"input_ids tensor (B, L) or (L,), or such a tensor")
-        ids = ids.reshape(-1, ids.shape[-1])
-        if mask is not None:
-            mask = torch.as_tensor(mask).reshape(ids.shape)
-        out.append((ids, mask))
-    return out
-
-
 def _decoder(model: nn.Module):
     base = getattr(model, "model", None)
     layers, norm = getattr(base, "layers", None), getattr(base, "norm", None)
@@ -225,28 +204,28 @@ def _replace(model, name, m, H, cfg, damp, block, act_order) -> QuantLinear:
                                    damp, block, act_order, cfg.scale_dtype)
     q = quant_linear_from_codes(codes, scale, zp, cfg.bits, cfg.symmetric, cfg.granularity, cfg.group_size,
                                 m.bias, cfg.scale_dtype)
-    api.set_module(model, name, q)
+    set_module(model, name, q)
     return q
 
 
 @torch.no_grad()
 def gptq_quantize(model: nn.Module, cfg, calib, damp: float = 0.01, block: int = 128, act_order: bool = False,
                   sequential: bool = True) -> None:
-    """Replace the target Linears of `model` (api._targets, cfg.skip) IN PLACE by GPTQ QuantLinears.
+    """Replace the target Linears of `model` (linear_targets, cfg.skip) IN PLACE by GPTQ QuantLinears.
 
     `calib`: a non-empty list of dicts {"input_ids", "attention_mask"} or of input_ids tensors.
     `sequential=False` calibrates every Linear of a layer on the layer's inputs at once (faster).
     Targets outside the decoder layers other than the LM head are rounded to nearest.
     """
-    batches = _batches(calib)
+    batches = [(b["input_ids"], b.get("attention_mask")) for b in calibration_batches(calib, "gptq")]
     skip = () if cfg.skip is None else cfg.skip
     prefix, layers, norm = _decoder(model)
-    targets = api._targets(model, skip)
+    targets = linear_targets(model, skip)
     for name, m in targets.items():  # check every layer before any work
         if cfg.granularity == "per_group" and m.in_features % cfg.group_size:
             raise ValueError(f"group_size={cfg.group_size} does not divide in_features={m.in_features} of layer "
                              f"{name!r}: use a divisor of {m.in_features}, or skip the layer")
-    tied = api.tied_embeddings(model)
+    tied = tied_embeddings(model)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head_name = next((n for n, m in targets.items() if m is head), None)
     training = model.training
@@ -287,7 +266,7 @@ def gptq_quantize(model: nn.Module, cfg, calib, damp: float = 0.01, block: int =
                 _replace(model, f"{prefix}.{i}.{s}", m, Hs.pop(s), cfg, damp, block, act_order)
         inps = [run_layer(layer)(k) for k in range(len(batches))]  # the next layer's inputs, through this one
     for name in [n for n in targets if n != head_name and not n.startswith(prefix + ".")]:
-        api.set_module(model, name, QuantLinear.from_linear(targets[name], bits=cfg.bits, symmetric=cfg.symmetric,
+        set_module(model, name, QuantLinear.from_linear(targets[name], bits=cfg.bits, symmetric=cfg.symmetric,
                        granularity=cfg.granularity, group_size=cfg.group_size, scale_dtype=cfg.scale_dtype))
     if head_name is not None:
         tap = nn.Identity()  # sees the head's inputs; the head itself (49152 logits a token) need not run
@@ -295,5 +274,5 @@ def gptq_quantize(model: nn.Module, cfg, calib, damp: float = 0.01, block: int =
         q = _replace(model, head_name, head, H, cfg, damp, block, act_order)
         if head_name in tied:
             emb = model.get_submodule(tied[head_name])
-            api.set_module(model, tied[head_name], QuantEmbedding(q, emb.padding_idx, emb.weight.dtype))
+            set_module(model, tied[head_name], QuantEmbedding(q, emb.padding_idx, emb.weight.dtype))
     model.train(training)

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QuantConfig
-from . import api
 from .linear import QuantEmbedding, QuantLinear, _scale_dtype, _store_scale
 from .primitives import fake_quant, qparams
+from .targets import ATTR, DEFAULT_SKIP, check_skip, linear_targets, set_module, tied_embeddings
 
 
 class _Scheme:
@@ -125,10 +125,10 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     if any(isinstance(m, (FakeQuantLinear, QuantLinear)) for m in model.modules()):
         raise ValueError("the model is already prepared or quantized: prepare a float model")
     if cfg.skip is None:
-        cfg = dataclasses.replace(cfg, skip=api.DEFAULT_SKIP.get(cfg.mode, ()))
+        cfg = dataclasses.replace(cfg, skip=DEFAULT_SKIP.get(cfg.mode, ()))
     else:
-        api._check_skip(model, cfg.skip)
-    targets = api._targets(model, cfg.skip)
+        check_skip(model, cfg.skip)
+    targets = linear_targets(model, cfg.skip)
     for name, m in targets.items():  # check every layer before any work
         if cfg.granularity == "per_group" and m.in_features % cfg.group_size:
             raise ValueError(f"group_size={cfg.group_size} does not divide in_features={m.in_features} of layer "
@@ -136,13 +136,13 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     out = copy.deepcopy(model)  # deepcopy keeps ties: a shared Parameter is copied once
     scheme = dict(bits=cfg.bits, symmetric=cfg.symmetric, granularity=cfg.granularity,
                   group_size=cfg.group_size, scale_dtype=cfg.scale_dtype)
-    tied = api.tied_embeddings(out)
+    tied = tied_embeddings(out)
     for name in targets:
         fq = FakeQuantLinear.from_linear(out.get_submodule(name), **scheme)
-        api.set_module(out, name, fq)
+        set_module(out, name, fq)
         if name in tied:
-            api.set_module(out, tied[name], FakeQuantEmbedding.from_embedding(out.get_submodule(tied[name]), fq))
-    setattr(out, api.ATTR, copy.deepcopy(cfg))
+            set_module(out, tied[name], FakeQuantEmbedding.from_embedding(out.get_submodule(tied[name]), fq))
+    setattr(out, ATTR, copy.deepcopy(cfg))
     return out
 
 
@@ -155,7 +155,7 @@ def convert(prepared: nn.Module, cfg: QuantConfig | None = None) -> nn.Module:
     """
     fakes = {n: m for n, m in prepared.named_modules() if isinstance(m, FakeQuantLinear)} \
         if isinstance(prepared, nn.Module) else {}
-    stored = getattr(prepared, api.ATTR, None)
+    stored = getattr(prepared, ATTR, None)
     if not fakes or not isinstance(stored, QuantConfig) or stored.mode != "qat":
         raise ValueError("convert needs a model made by prepare (qat.prepare, or rl.quantize(..., step='prepare')) "
                          "and then trained: this one has no fake-quantized layers")
@@ -172,9 +172,9 @@ def convert(prepared: nn.Module, cfg: QuantConfig | None = None) -> nn.Module:
         fq = out.get_submodule(name)
         q = QuantLinear.from_weight(fq.weight, fq.bias, **fq.scheme())
         heads[id(fq.weight)] = q
-        api.set_module(out, name, q)
+        set_module(out, name, q)
     for name, m in list(out.named_modules()):
         if isinstance(m, FakeQuantEmbedding):
-            api.set_module(out, name, QuantEmbedding(heads[id(m.weight)], m.padding_idx, m.weight.dtype))
-    setattr(out, api.ATTR, copy.deepcopy(stored))
+            set_module(out, name, QuantEmbedding(heads[id(m.weight)], m.padding_idx, m.weight.dtype))
+    setattr(out, ATTR, copy.deepcopy(stored))
     return out

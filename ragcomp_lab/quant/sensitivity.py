@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config import QuantConfig
 from . import api
+from .targets import linear_targets, set_module, skipped, tied_embeddings
 
 POSITIONS = ("answer", "all")
 MODES = ("dynamic", "static", "weight_only", "gptq")  # modes that quantize Linear by Linear
@@ -171,17 +172,17 @@ def _check_cfg(cfg) -> None:
 def candidates(model: nn.Module, cfg: QuantConfig, layers=None) -> list[str]:
     """The Linear layers `layer_sensitivity` measures: every one `cfg` would quantize with its own
     skip (None counts as nothing skipped), restricted to `layers` (names, prefixes or globs)."""
-    names = list(api._targets(model, cfg.skip or ()))
+    names = list(linear_targets(model, cfg.skip or ()))
     if layers is None:
         return names
     if isinstance(layers, str) or not isinstance(layers, (tuple, list)) or not layers:
         raise ValueError(f"layers={layers!r} is not allowed: give a tuple of names, prefixes or globs, e.g. "
                          f"('*.mlp.down_proj', 'lm_head'), or None for every quantized Linear")
-    unknown = [s for s in layers if not any(api._skipped(n, (s,)) for n in names)]
+    unknown = [s for s in layers if not any(skipped(n, (s,)) for n in names)]
     if unknown:
         raise ValueError(f"layers has {unknown}, matching no quantizable Linear; names look like "
                          f"{names[:2] + names[-1:]}")
-    return [n for n in names if api._skipped(n, tuple(layers))]
+    return [n for n in names if skipped(n, tuple(layers))]
 
 
 def layer_sensitivity(model: nn.Module, tok, rows, cfg: QuantConfig, calib=None, *, layers=None,
@@ -201,14 +202,14 @@ def layer_sensitivity(model: nn.Module, tok, rows, cfg: QuantConfig, calib=None,
     table = []
     from tqdm.auto import tqdm
 
-    tied = api.tied_embeddings(model)
+    tied = tied_embeddings(model)
     for name in tqdm(names, desc="layer sensitivity", disable=not progress):
         swap = [name]  # weight_only turns a tied embedding into a reader of the head's codes: both change
         if name in tied and type(quantized.get_submodule(tied[name])) is not type(model.get_submodule(tied[name])):
             swap.append(tied[name])
         originals = {n: model.get_submodule(n) for n in swap}
         for n in swap:
-            api.set_module(model, n, quantized.get_submodule(n))
+            set_module(model, n, quantized.get_submodule(n))
         try:
             kl, same = 0.0, 0
             for b, p in enumerate(ref.logprobs):
@@ -216,7 +217,7 @@ def layer_sensitivity(model: nn.Module, tok, rows, cfg: QuantConfig, calib=None,
                 kl, same = kl + k, same + s
         finally:
             for n, m in originals.items():
-                api.set_module(model, n, m)
+                set_module(model, n, m)
         block = next((i for i, blk in enumerate(runner.block_names) if name.startswith(blk + ".")), None)
         table.append({"layer": name, "kind": name.rpartition(".")[2], "block": block, "kl": kl / ref.count,
                       "top1": same / ref.count})

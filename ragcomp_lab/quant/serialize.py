@@ -30,9 +30,10 @@ from .._hf import quiet_loading
 from .. import heads
 from ..checkpoint import unique_tensors
 from ..config import QuantConfig
-from . import api
+from .dynamic import dynamic_from_state, dynamic_state, is_dynamic_linear
 from .linear import QuantEmbedding, QuantLinear
 from .static import StaticQuantLinear
+from .targets import ATTR, set_module
 
 WEIGHTS, META, FORMAT = "model.safetensors", "quant.json", 1
 
@@ -64,8 +65,8 @@ def _describe(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor], set[str]
                            "dtype": _dtype_name(m.dtype)}
         elif isinstance(m, StaticQuantLinear):  # its state dict carries the INT8 codes and the fixed input grid
             specs[name] = {"kind": "StaticQuantLinear", **m.spec()}
-        elif api.is_dynamic_linear(m):
-            spec, t = api.dynamic_state(m)
+        elif is_dynamic_linear(m):
+            spec, t = dynamic_state(m)
             specs[name] = {"kind": "DynamicLinear", **spec}
             tensors.update({f"{name}.{k}": v.contiguous() for k, v in t.items()})
             ao.add(name)
@@ -106,7 +107,7 @@ def save(model: nn.Module, path, omit=()) -> Path:
     if unknown:
         raise ValueError(f"omit={unknown[:3]} names no tensor that save writes; it writes e.g. {sorted(tensors)[:3]}")
     omitted = {k: _tensor_record(tensors.pop(k)) for k in omit}
-    cfg = getattr(model, api.ATTR, None)
+    cfg = getattr(model, ATTR, None)
     # _name_or_path is the folder the model was loaded from on this machine: no use elsewhere
     hf_config = {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
     meta = {"format": FORMAT, "hf_config": hf_config, "dtype": _dtype_name(_model_dtype(model)),
@@ -135,12 +136,12 @@ def _rebuild(model: nn.Module, specs: dict) -> None:
     for name, spec in sorted(specs.items(), key=lambda kv: kv[1]["kind"] == "QuantEmbedding"):
         kind, kw = spec["kind"], {k: v for k, v in spec.items() if k != "kind"}
         if kind == "QuantLinear":
-            api.set_module(model, name, QuantLinear(**{**kw, "dtype": getattr(torch, kw["dtype"])}))
+            set_module(model, name, QuantLinear(**{**kw, "dtype": getattr(torch, kw["dtype"])}))
         elif kind == "QuantEmbedding":
             head = model.get_submodule(kw["head"])
-            api.set_module(model, name, QuantEmbedding(head, kw["padding_idx"], getattr(torch, kw["dtype"])))
+            set_module(model, name, QuantEmbedding(head, kw["padding_idx"], getattr(torch, kw["dtype"])))
         elif kind == "StaticQuantLinear":
-            api.set_module(model, name, StaticQuantLinear(**kw))
+            set_module(model, name, StaticQuantLinear(**kw))
         elif kind != "DynamicLinear":
             raise ValueError(f"unknown module kind {kind!r} for {name!r} in {META}")
 
@@ -208,7 +209,7 @@ def load(path, fill=None) -> nn.Module:
                          f"unexpected {sorted(unexpected)[:3]}")
     for name in ao:
         own = {k[len(name) + 1:]: v for k, v in ao_tensors.items() if _under(k, (name,))}
-        api.set_module(model, name, api.dynamic_from_state(meta["modules"][name], own))
+        set_module(model, name, dynamic_from_state(meta["modules"][name], own))
     if meta["quant_config"] is not None:
-        setattr(model, api.ATTR, QuantConfig(**meta["quant_config"]))
+        setattr(model, ATTR, QuantConfig(**meta["quant_config"]))
     return model.eval()

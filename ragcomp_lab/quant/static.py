@@ -24,13 +24,12 @@ prompts at the price of a second packed copy of the weights.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..config import QuantConfig
-from . import api
+from .targets import calibration_batches, linear_targets, set_module
 from .observers import make_observer
 from .primitives import qparams, quantize
 
@@ -186,35 +185,10 @@ def static_from_state(spec: dict, tensors: dict[str, torch.Tensor]) -> StaticQua
 
 # ---- calibration ---------------------------------------------------------------------------
 
-def _batches(calib) -> list[dict]:
-    """calib as model keyword arguments; accepts input_ids tensors and tokenizer-output dicts."""
-    api._check_calib("static", calib)
-    if isinstance(calib, (torch.Tensor, Mapping, str)):
-        raise ValueError(f"calib must be a list of batches, got a single {type(calib).__name__}: wrap it in a "
-                         f"list, e.g. calib=[tok(prompts, return_tensors='pt', padding=True)]")
-    out = []
-    for i, b in enumerate(calib):
-        if isinstance(b, Mapping) and "input_ids" in b:
-            kw = {k: b[k] for k in ("input_ids", "attention_mask") if k in b}
-        elif isinstance(b, torch.Tensor):
-            kw = {"input_ids": b}
-        else:
-            got = f"a dict with keys {sorted(b)}" if isinstance(b, Mapping) else f"a {type(b).__name__}"
-            raise ValueError(f"calib[{i}] is {got}: each calibration batch must be an input_ids tensor (B, L) or "
-                             f"a dict with 'input_ids' (and 'attention_mask'), as a tokenizer returns")
-        ids = kw["input_ids"]
-        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.long, torch.int) or ids.dim() not in (1, 2) \
-                or ids.numel() == 0:
-            raise ValueError(f"calib[{i}]: input_ids must be a non-empty integer tensor (B, L) or (L,), got "
-                             f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}")
-        out.append({k: v if v.dim() == 2 else v.unsqueeze(0) for k, v in kw.items()})
-    return out
-
-
 def calibrate(model: nn.Module, targets: dict[str, nn.Module], calib, observer: str = "minmax", **observer_kw):
     """{name: observer} after running `calib` through `model` with an observer on each target's
     input. Hooks are removed (and the train/eval mode restored) even if a batch fails."""
-    batches = _batches(calib)
+    batches = calibration_batches(calib, "static")
     observers = {n: make_observer(observer, ACT_BITS, ACT_SYMMETRIC, **observer_kw) for n in targets}
     mask = [None]  # the current batch's attention mask: padding positions are not observed
 
@@ -242,7 +216,7 @@ def calibrate(model: nn.Module, targets: dict[str, nn.Module], calib, observer: 
 
 
 def static_quantize(model: nn.Module, cfg: QuantConfig, calib) -> None:
-    """Replace, IN PLACE, every target nn.Linear of `model` (api._targets with cfg.skip, already
+    """Replace, IN PLACE, every target nn.Linear of `model` (linear_targets with cfg.skip, already
     resolved) by a StaticQuantLinear calibrated on `calib` with the observer `cfg.observer`."""
     if cfg.granularity not in ("per_tensor", "per_channel"):
         raise ValueError(f"granularity={cfg.granularity!r} is not supported by mode='static': use per_tensor or "
@@ -251,8 +225,8 @@ def static_quantize(model: nn.Module, cfg: QuantConfig, calib) -> None:
         raise ValueError("mode='static' quantizes weights symmetrically (INT8, zero-point 0; activations are "
                          "affine UINT8): use symmetric=True")
     _engine()
-    targets = api._targets(model, cfg.skip or ())
+    targets = linear_targets(model, cfg.skip or ())
     observers = calibrate(model, targets, calib, cfg.observer)
     for name, m in targets.items():
         scale, zp = observers[name].qparams()
-        api.set_module(model, name, StaticQuantLinear.from_linear(m, scale, zp, cfg.granularity))
+        set_module(model, name, StaticQuantLinear.from_linear(m, scale, zp, cfg.granularity))
