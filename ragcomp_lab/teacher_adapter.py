@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ADAPTER_DIR = Path(__file__).with_name("adapters") / "teacher-rag-lora"
-FIRST_ADAPTER_DIR = ADAPTER_DIR.with_name("teacher-rag-lora-v1")  # trained on test bed 1 (one wording)
+from . import models
+from .models import ADAPTER_DIR, FIRST_ADAPTER_DIR  # noqa: F401  (read as teacher_adapter.<name> too)
+
 CHECKPOINT_EVERY = 25  # steps; a checkpoint is the LoRA weights and the optimizer, a few tens of MB
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # extra_rows: rows of the train splits of the test beds of extra_seeds (other entities, the same wordings),
@@ -95,16 +96,12 @@ def recipe_key(recipe: dict) -> str:
 
 def checkpoint_folder(recipe: dict) -> Path:
     """Where the resumable checkpoints of `recipe`'s training live, under the user cache."""
-    from . import models
-
     return models.cache_dir() / f"adapter-checkpoint-{recipe_key(recipe)}"
 
 
 def first_stage(init, progress: bool = True) -> Path:
     """The folder of the adapter a second stage starts from: `init` names a folder beside the shipped
     adapter, or is a recipe, whose adapter is trained (once, resumably) under the user cache."""
-    from . import models
-
     if isinstance(init, str):
         return ADAPTER_DIR.parent / init
     folder = models.cache_dir() / f"adapter-{recipe_key(init)}"
@@ -132,7 +129,7 @@ def train_adapter(out_dir: Path = ADAPTER_DIR, progress: bool = True, recipe: di
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
-    from . import checkpoint, models
+    from . import checkpoint
     from .data.encode import collate, encode_pair
     from .data.splits import TESTBED
 

@@ -117,7 +117,7 @@ def test_default_teacher_merges_the_shipped_adapter(teacher_and_tok, monkeypatch
     assert models.adapter_digest() != models.adapter_digest(teacher_adapter.FIRST_ADAPTER_DIR)
     with pytest.raises(FileNotFoundError, match=f"no LoRA adapter in {tmp_path}"):
         models.load_teacher(adapter=tmp_path)
-    monkeypatch.setattr(teacher_adapter, "ADAPTER_DIR", tmp_path / "missing")
+    monkeypatch.setattr(models, "ADAPTER_DIR", tmp_path / "missing")  # the adapter's location is the zoo's
     with pytest.raises(FileNotFoundError, match="python -m ragcomp_lab.teacher_adapter"):
         models.load_teacher()
 
