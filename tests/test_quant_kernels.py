@@ -160,6 +160,10 @@ def test_the_os_lock_keeps_a_second_builder_out_until_the_first_ends(tmp_path):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
 
 
-def test_the_kernels_are_built_in_their_own_folder_under_torch_extensions_dir(monkeypatch, tmp_path):
+def test_the_kernels_are_built_in_a_folder_of_their_own_per_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    assert kernels.build_dir().parent.parent == tmp_path and kernels.build_dir().name == kernels.NAME
+    here = kernels.build_dir()
+    assert here.parent.parent == tmp_path and here.name.startswith(kernels.NAME + "-")
+    assert "avx2" in kernels.cpu_features() or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")
+    monkeypatch.setattr(kernels, "cpu_features", lambda: "fpu sse sse2")  # another CPU: its -march=native differs
+    assert kernels.build_dir() != here and kernels.build_dir().parent == here.parent

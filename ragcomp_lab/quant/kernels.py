@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import platform
 import sys
 import warnings
 from pathlib import Path
@@ -40,11 +42,25 @@ DISABLE_ENV = "RAGCOMP_NO_KERNELS"  # set to 1: never build, always the PyTorch 
 NAME = "ragcomp_weight_only"
 
 
+def cpu_features() -> str:
+    """The CPU's instruction-set flags (Linux's /proc/cpuinfo; else the machine's name)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def build_dir() -> Path:
-    """Where the kernels are built: py<version>_cpu/ragcomp_weight_only under $TORCH_EXTENSIONS_DIR,
-    else under ~/.cache/torch_extensions (torch's default place)."""
+    """Where the kernels are built: py<version>_cpu/ragcomp_weight_only-<CPU> under
+    $TORCH_EXTENSIONS_DIR, else under ~/.cache/torch_extensions (torch's default place). -march=native
+    code for one CPU can stop with an illegal instruction on another, and torch rebuilds only when
+    the sources or flags change: so a home folder carried to another CPU builds its own copy."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / NAME
+    cpu = hashlib.sha1(cpu_features().encode()).hexdigest()[:8]
+    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / f"{NAME}-{cpu}"
 
 
 @contextlib.contextmanager
